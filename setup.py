@@ -32,6 +32,7 @@ setup(
         "pycpd>=2.0",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "scikit-learn>=1.3",
     ],
     extras_require={
         "test": ["pytest>=7"],
