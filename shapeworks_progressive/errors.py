@@ -14,6 +14,7 @@ __all__ = [
     "ImageError",
     "ConfigError",
     "ProjectValidationError",
+    "MeshWarpError",
 ]
 
 
@@ -59,3 +60,7 @@ class ProjectValidationError(ShapeWorksInputError):
             f"{len(self.problems)} problem(s) in the project:\n  - "
             + "\n  - ".join(self.problems)
         )
+
+
+class MeshWarpError(ShapeWorksInputError):
+    """A template mesh and its particles cannot give a mesh warp (or a warp gave NaN)."""
