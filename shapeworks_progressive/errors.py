@@ -15,6 +15,7 @@ __all__ = [
     "ConfigError",
     "ProjectValidationError",
     "MeshWarpError",
+    "DeviceError",
 ]
 
 
@@ -64,3 +65,7 @@ class ProjectValidationError(ShapeWorksInputError):
 
 class MeshWarpError(ShapeWorksInputError):
     """A template mesh and its particles cannot give a mesh warp (or a warp gave NaN)."""
+
+
+class DeviceError(ShapeWorksInputError):
+    """The requested compute device (e.g. a CUDA GPU) is missing or unusable."""
