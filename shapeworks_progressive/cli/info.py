@@ -57,7 +57,7 @@ def format_report(report) -> str:
     fixed = sum(s.fixed for s in subjects)
     lines.append(f"subjects: {len(subjects)}"
                  + (f" ({excluded} excluded, {fixed} fixed)" if excluded or fixed else ""))
-    lines.append(f"domains: {len(project.domains)} ({', '.join(project.domains)})")
+    lines.append(f"domains: {', '.join(project.domains)}")
     for domain in project.domains:
         count = report.particle_counts.get(domain)
         difference = report.world_max_difference_mm.get(domain)
