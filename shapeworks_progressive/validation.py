@@ -260,7 +260,7 @@ def _check_domain_particles(project: Project, index: int, domain: str,
                         report.world_tolerance_relative * float(np.abs(world).max()))
         if distances[worst] > tolerance:
             message = (f"world particles disagree with procrustes @ alignment @ local "
-                       f"({Path(local_path).name}) by up to {distances[worst]:.4g} mm "
+                       f"({Path(local_path).name}) by up to {distances[worst]:.3g} mm "
                        f"(particle {worst}; tolerance {tolerance:.2g} mm)")
             problems.append(Problem(message, subject.name, world_path, "world"))
     report.world_max_difference_mm[domain] = max_difference
