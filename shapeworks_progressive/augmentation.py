@@ -60,6 +60,7 @@ __all__ = [
     "AugmentationSettings",
     "AugmentedSet",
     "augment_training_split",
+    "augment_prepared_data",
     "sample_whitened_scores",
     "nearest_shapes",
     "landmark_subset",
@@ -372,23 +373,31 @@ def warp_to_shape(image: np.ndarray, grid: Grid, particles_from_world: np.ndarra
 
 
 # Driver ----------------------------------------------------------------------------------
-def _split_label(split: Any) -> str | None:
-    for attribute in ("split", "split_name", "name"):
-        value = getattr(split, attribute, None)
-        if isinstance(value, str):
-            return value
-    return None
-
-
 def _require_train(split: Any) -> None:
-    label = _split_label(split)
-    if label is None:
+    """Raise unless ``split`` is a training split.
+
+    A split that names itself (a ``split`` attribute) must say ``"train"``. A
+    :class:`~shapeworks_progressive.dataset.SplitData` without a name is recognised by its
+    registration records: validation and test subjects are registered to the reference
+    image (non-empty records), training subjects are not (empty records).
+    """
+    label = getattr(split, "split", None)
+    if isinstance(label, str):
+        if label != "train":
+            raise ShapeWorksInputError(
+                f"augmentation takes the training split only; got the {label!r} split "
+                f"(validation and test subjects must never feed augmentation)")
+        return
+    records = getattr(split, "registrations", None)
+    if records is None:
         raise ShapeWorksInputError(
             "augmentation takes the training split only, and this split does not say which "
             "split it is; pass data.split('train')")
-    if label != "train":
+    registered = [name for name, record in zip(split.names, records) if record]
+    if registered:
         raise ShapeWorksInputError(
-            f"augmentation takes the training split only; got the {label!r} split "
+            f"augmentation takes the training split only; subjects {registered[:5]} were "
+            f"registered to the reference image, so they are validation or test subjects "
             f"(validation and test subjects must never feed augmentation)")
 
 
@@ -554,3 +563,17 @@ def _load(folder: Path, pca: ParticlePCA) -> AugmentedSet:
         segmentations=np.stack(segmentations) if segmentations else None,
         pca=pca, manifest=manifest)
 
+
+
+def augment_prepared_data(data: Any, cache_dir: str | os.PathLike,
+                          settings: AugmentationSettings, *, workers: int = 1,
+                          pca: ParticlePCA | None = None) -> AugmentedSet:
+    """:func:`augment_training_split` on ``data.split("train")`` and ``data.grid``.
+
+    Parameters
+    ----------
+    data : PreparedData
+        From :func:`shapeworks_progressive.dataset.prepare_dataset`.
+    """
+    return augment_training_split(data.split("train"), data.grid, cache_dir, settings,
+                                  workers=workers, pca=pca)

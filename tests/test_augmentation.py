@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from shapeworks_progressive.augmentation import (
     AugmentationSettings, augment_training_split, kde_bandwidth, nearest_shapes,
     sample_whitened_scores, warp_to_shape)
+from shapeworks_progressive.dataset import SplitData
 from shapeworks_progressive.errors import ShapeWorksInputError
 from shapeworks_progressive.grid import Grid
 
@@ -37,17 +38,6 @@ def _sphere_particles(centre, radius, count=200, seed=0):
     return centre + directions * radius
 
 
-@dataclass
-class _Split:
-    """The fields of dataset.SplitData that augmentation reads."""
-
-    split: str
-    names: list
-    images: np.ndarray
-    segmentations: np.ndarray
-    particles_world: np.ndarray
-
-
 def _train_split(num_subjects=8, split="train"):
     """Ellipsoid-like shapes (random axis scalings) with a blob image and a ball mask."""
     rng = np.random.default_rng(1)
@@ -61,8 +51,15 @@ def _train_split(num_subjects=8, split="train"):
         images.append(_blob(GRID, centre + np.array([radii[0] * 0.5, 0, 0])))
         inside = (((_world_points(GRID) - centre) / radii) ** 2).sum(-1) <= 1.0
         segs.append(inside.astype(np.uint8))
-    return _Split(split, [f"s{i}" for i in range(num_subjects)], np.stack(images),
-                  np.stack(segs), np.stack(particles).astype(np.float32))
+    # As dataset.prepare_dataset builds them: validation and test subjects carry their
+    # registration record, training subjects an empty one.
+    record = {} if split == "train" else {"converged": True, "metric": -0.5}
+    return SplitData(names=[f"s{i}" for i in range(num_subjects)],
+                     subject_indices=list(range(num_subjects)), images=np.stack(images),
+                     segmentations=np.stack(segs),
+                     particles_world=np.stack(particles).astype(np.float32),
+                     image_to_world=np.tile(np.eye(4), (num_subjects, 1, 1)),
+                     registrations=[dict(record) for _ in range(num_subjects)])
 
 
 def test_tps_warp_moves_a_known_landmark_within_one_voxel():
@@ -162,9 +159,14 @@ def test_warped_segmentation_follows_the_generated_shape(tmp_path):
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_only_the_training_split_may_feed_augmentation(tmp_path, split):
     settings = AugmentationSettings(count=1)
-    with pytest.raises(ShapeWorksInputError, match=f"training split only; got the '{split}'"):
+    with pytest.raises(ShapeWorksInputError, match="training split only; subjects"):
         augment_training_split(_train_split(split=split), GRID, tmp_path, settings)
     assert not any(tmp_path.iterdir())
+    # A split that names itself is checked by its name.
+    named = _train_split()
+    named.split = split
+    with pytest.raises(ShapeWorksInputError, match=f"got the '{split}' split"):
+        augment_training_split(named, GRID, tmp_path, settings)
 
 
 def test_bad_settings_list_every_problem():
