@@ -1,0 +1,618 @@
+"""Progressive training loop for any :class:`~shapeworks_progressive.models.ParticleModel`.
+
+Schedule (see :func:`config.stage_plan`): stage ``k`` trains scales ``1..k`` and continues
+from the model and optimizer of stage ``k - 1``; the last stage trains every scale. With
+``schedule.progressive`` false a single stage trains all scales for the same total epochs.
+A new scale can be faded in: its loss weight ramps linearly over ``fade_in_epochs``.
+
+Determinism and resume: everything random in an epoch (data order, augmentation, dropout)
+is seeded from ``run.seed`` and the epoch number, and the learning rate is a function of
+the stage and epoch. A run's ``last.pt`` after every epoch therefore holds all the state
+needed (weights, optimizer, epochs done, best value, log history), and a resumed run ends
+exactly where an uninterrupted one would.
+
+Run folder written by rank 0:
+
+``train_log.csv``        one row per epoch: stage, lr, losses, per-scale train and val
+                         RMSE (per-point Euclidean, mm)
+``training_curves.png``  RMSE and loss curves
+``best.pt``              lowest validation RMSE at the finest scale
+``last.pt``              after the latest epoch (resume point)
+
+Distributed: under ``torchrun`` (``torch.distributed`` initialized by the caller, see
+:func:`init_distributed`) the model is wrapped in DistributedDataParallel, each process
+gets a :class:`~torch.utils.data.DistributedSampler` shard, and metrics are summed over
+processes before logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+
+from .checkpoints import load_checkpoint, save_checkpoint
+from .config import stage_plan
+from .errors import ConfigError, DeviceError
+from .fileio import atomic_path, atomic_write_text
+from .losses import compute_loss, point_rmse
+from .models import ParticleModel
+
+__all__ = ["select_device", "init_distributed", "build_model", "prediction_metadata",
+           "train_model", "evaluate_rmse", "TrainResult", "LOG_NAME", "CURVES_NAME",
+           "BEST_NAME", "LAST_NAME"]
+
+logger = logging.getLogger(__name__)
+
+LOG_NAME = "train_log.csv"
+CURVES_NAME = "training_curves.png"
+BEST_NAME = "best.pt"
+LAST_NAME = "last.pt"
+
+# Config keys that may differ between a run and its resume
+_RESUMABLE_CHANGES = {("run", "device"), ("run", "num_threads")}
+
+
+# -- devices and processes -------------------------------------------------------------
+
+def select_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
+    """The device to train on, after a tiny probe of any GPU.
+
+    Parameters
+    ----------
+    name : {"auto", "cpu", "cuda"}
+        ``"auto"`` uses CUDA when present and CPU otherwise; an unusable GPU is an error,
+        never a silent fallback (ask for ``"cpu"`` to use the CPU).
+    local_rank : int
+        GPU index of this process (``LOCAL_RANK`` under torchrun).
+
+    Raises
+    ------
+    DeviceError
+        When CUDA is requested but missing, or the GPU fails the probe; names the GPU.
+    """
+    if name == "cpu":
+        return torch.device("cpu")
+    if name not in ("auto", "cuda"):
+        raise ConfigError(f"run.device must be 'auto', 'cpu' or 'cuda'; got {name!r}")
+    if not torch.cuda.is_available():
+        if name == "cuda":
+            raise DeviceError("run.device is 'cuda' but torch sees no usable CUDA GPU "
+                              f"(torch {torch.__version__}, CUDA build "
+                              f"{torch.version.cuda}); set run.device to 'cpu' or 'auto'")
+        return torch.device("cpu")
+    index = local_rank % torch.cuda.device_count()
+    device = torch.device("cuda", index)
+    try:
+        gpu_name = torch.cuda.get_device_name(index)
+    except Exception:  # the name itself can fail on a broken driver
+        gpu_name = f"cuda:{index}"
+    try:
+        probe = torch.ones(8, 8, device=device)
+        value = float((probe @ probe).sum().item())
+        if value != 512.0:
+            raise RuntimeError(f"probe matmul gave {value}, expected 512")
+    except Exception as err:
+        message = (f"the GPU {gpu_name!r} (cuda:{index}) is not usable with torch "
+                   f"{torch.__version__} (CUDA {torch.version.cuda}): {err}. Install a torch "
+                   "build that supports this GPU, or set run.device (or --device) to 'cpu'")
+        raise DeviceError(message) from err
+    return device
+
+
+def init_distributed(device_name: str = "auto") -> tuple[int, int, int]:
+    """Join the process group when launched by ``torchrun``; no-op otherwise.
+
+    Uses NCCL when this process gets a CUDA device and gloo on CPU.
+
+    Returns
+    -------
+    (rank, world_size, local_rank)
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, 0
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        device = select_device(device_name, local_rank=local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world_size, local_rank
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# -- model and metadata ----------------------------------------------------------------
+
+def build_model(config: dict, data) -> ParticleModel:
+    """Build the config's model for prepared data (seeded by ``run.seed``).
+
+    Parameters
+    ----------
+    config : dict
+        Complete config (see :mod:`shapeworks_progressive.config`).
+    data : PreparedData
+        Needs ``scale_sizes``, ``template_world`` and ``grid`` (``origin``, ``spacing``,
+        ``size``).
+    """
+    from .models import model_class
+
+    settings = dict(config["model"])
+    cls = model_class(settings.pop("name"))
+    torch.manual_seed(int(config["run"]["seed"]))
+    grid = data.grid
+    return cls(scale_sizes=list(data.scale_sizes), template_world=np.asarray(data.template_world),
+               grid_origin=[float(v) for v in grid.origin],
+               grid_spacing=[float(v) for v in grid.spacing],
+               grid_size=[int(v) for v in grid.size], **settings)
+
+
+def prediction_metadata(data) -> dict[str, Any]:
+    """What prediction needs from prepared data, for checkpoints.
+
+    Keys: ``grid``, ``normalization``, ``scale_sizes``, ``particle_order``,
+    ``template_world``, ``reference`` and ``data`` (the data manifest).
+    """
+    meta: dict[str, Any] = {
+        "grid": data.grid.to_dict(),
+        "normalization": data.normalization.to_dict(),
+        "scale_sizes": [int(n) for n in data.scale_sizes],
+        "particle_order": np.asarray(data.particle_order, dtype=np.int64),
+        "template_world": np.asarray(data.template_world, dtype=np.float32),
+        "reference": data.reference,
+    }
+    if hasattr(data, "to_dict"):
+        meta["data"] = data.to_dict()
+    return meta
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 7919) % (2 ** 63 - 1)
+
+
+def _stage_lr(config: dict, epoch_in_stage: int, stage_epochs: int) -> float:
+    base = float(config["optim"]["lr"])
+    if config["optim"]["lr_schedule"] == "constant" or stage_epochs <= 1:
+        return base
+    floor = 0.05
+    cosine = 0.5 * (1 + math.cos(math.pi * epoch_in_stage / stage_epochs))
+    return base * (floor + (1 - floor) * cosine)
+
+
+def _fade(config: dict, epoch_in_stage: int) -> float:
+    fade_epochs = int(config["schedule"]["fade_in_epochs"])
+    if fade_epochs <= 0:
+        return 1.0
+    return min(1.0, (epoch_in_stage + 1) / (fade_epochs + 1))
+
+
+def _augment(images: torch.Tensor, config: dict, generator: torch.Generator) -> torch.Tensor:
+    aug = config["augment"]
+    batch = images.shape[0]
+    shape = (batch, 1, 1, 1, 1)
+    if aug["intensity_scale"] > 0:
+        scale = 1 + aug["intensity_scale"] * (2 * torch.rand(shape, generator=generator) - 1)
+        images = images * scale
+    if aug["intensity_shift"] > 0:
+        images = images + aug["intensity_shift"] * (2 * torch.rand(shape, generator=generator) - 1)
+    if aug["noise_std"] > 0:
+        images = images + aug["noise_std"] * torch.randn(images.shape, generator=generator)
+    return images
+
+
+def _batch(split, indices: list[int], with_seg: bool) -> tuple[torch.Tensor, torch.Tensor,
+                                                              torch.Tensor | None]:
+    images = torch.from_numpy(np.asarray(split.images[indices], dtype=np.float32))[:, None]
+    particles = torch.from_numpy(np.asarray(split.particles_world[indices], dtype=np.float32))
+    seg = None
+    if with_seg and getattr(split, "segmentations", None) is not None:
+        seg = torch.from_numpy(np.asarray(split.segmentations[indices], dtype=np.float32))[:, None]
+    return images, particles, seg
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.cpu().tolist()
+
+
+@torch.no_grad()
+def evaluate_rmse(model: ParticleModel, split, *, batch_size: int = 8,
+                  device: torch.device | str = "cpu", amp: bool = False,
+                  indices: list[int] | None = None) -> list[tuple[float, int]]:
+    """Per-scale (sum of squared point distances in mm^2, point count) over a split.
+
+    ``indices`` restricts to some subjects (a process's shard); RMSE per scale is
+    ``sqrt(sum / count)``. Every scale of the model is evaluated.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    indices = list(range(len(split.images))) if indices is None else list(indices)
+    sums = [[0.0, 0] for _ in model.scale_sizes]
+    for start in range(0, len(indices), batch_size):
+        images, particles, _ = _batch(split, indices[start:start + batch_size], False)
+        with _autocast(device, amp):
+            output = model(images.to(device), active_scales=None)
+        for s, pred in enumerate(output.particles):
+            sq, count = point_rmse(pred.float().cpu(), particles[:, :pred.shape[1]])
+            sums[s][0] += sq
+            sums[s][1] += count
+    model.train(was_training)
+    return [(a, b) for a, b in sums]
+
+
+def _rmse(sq: float, count: float) -> float:
+    return math.sqrt(sq / count) if count > 0 else float("nan")
+
+
+# -- log and plot ----------------------------------------------------------------------
+
+def _log_columns(num_scales: int) -> list[str]:
+    columns = ["epoch", "stage", "active_scales", "epoch_in_stage", "lr", "fade",
+               "train_loss", "train_seg_loss"]
+    columns += [f"train_rmse_s{k}" for k in range(1, num_scales + 1)]
+    columns += [f"val_rmse_s{k}" for k in range(1, num_scales + 1)]
+    columns += ["seconds"]
+    return columns
+
+
+def _write_log(path: Path, history: list[dict], num_scales: int) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_log_columns(num_scales), lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v))
+                             else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _plot_curves(path: Path, history: list[dict], num_scales: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    epochs = [row["epoch"] for row in history]
+    figure = Figure(figsize=(10, 4))
+    ax_rmse, ax_loss = figure.subplots(1, 2)
+    for k in range(1, num_scales + 1):
+        for kind, style in (("train", "--"), ("val", "-")):
+            values = [row.get(f"{kind}_rmse_s{k}") for row in history]
+            values = [np.nan if v is None else v for v in values]
+            if not all(np.isnan(values)):
+                ax_rmse.plot(epochs, values, style, color=f"C{k - 1}", label=f"{kind} scale {k}")
+    ax_rmse.set_xlabel("epoch")
+    ax_rmse.set_ylabel("particle RMSE (mm)")
+    ax_rmse.set_yscale("log")
+    ax_rmse.legend(fontsize=7)
+    ax_loss.plot(epochs, [row["train_loss"] for row in history], label="total")
+    seg = [row.get("train_seg_loss") for row in history]
+    if any(v is not None for v in seg):
+        ax_loss.plot(epochs, [np.nan if v is None else v for v in seg], label="segmentation")
+    for row in history:
+        if row["epoch_in_stage"] == 1 and row["stage"] > 1:
+            for ax in (ax_rmse, ax_loss):
+                ax.axvline(row["epoch"] - 0.5, color="grey", lw=0.5)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_yscale("log")
+    ax_loss.legend(fontsize=7)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100)
+
+
+# -- training --------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    """Where a run's files are and how it went."""
+
+    out_dir: Path
+    best_path: Path | None
+    last_path: Path | None
+    log_path: Path | None
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_val_rmse: float | None = None
+    seconds: float = 0.0
+    completed: bool = True
+
+
+def _check_resume_config(saved: dict, config: dict, path: Path) -> None:
+    problems = []
+    for section, values in config.items():
+        for key, value in values.items():
+            if (section, key) in _RESUMABLE_CHANGES:
+                continue
+            old = saved.get(section, {}).get(key)
+            if old != value:
+                problems.append(f"{section}.{key} was {old!r} in {path} but is now {value!r}")
+    if problems:
+        raise ConfigError(["cannot resume with a different config; use the run's "
+                           "config.json or start a new run"] + problems)
+
+
+def train_model(model: ParticleModel, train_split, val_split, config: dict,
+                out_dir: str | os.PathLike, *, prediction: dict | None = None,
+                resume: bool = False, device: torch.device | str | None = None,
+                progress: bool = True, max_epochs: int | None = None,
+                on_stage_start: Callable[[int, ParticleModel], None] | None = None
+                ) -> TrainResult:
+    """Train ``model`` with the progressive schedule of ``config``.
+
+    Parameters
+    ----------
+    model : ParticleModel
+        Freshly built (or any) model; trained in place.
+    train_split, val_split : SplitData
+        ``images`` (S, X, Y, Z) float32, ``particles_world`` (S, N, 3) mm in model order,
+        ``segmentations`` (S, X, Y, Z) {0, 1} or None, ``names``. ``val_split`` may be
+        None or empty; then the last epoch counts as best.
+    config : dict
+        Complete, validated config.
+    out_dir : path-like
+        Run folder for the log, curves and checkpoints.
+    prediction : dict, optional
+        Stored in checkpoints (see :func:`prediction_metadata`).
+    resume : bool, default: False
+        Continue from ``out_dir/last.pt``; the config must match the saved one.
+    device : torch.device or str, optional
+        Overrides ``run.device`` (already probed devices are used as given).
+    progress : bool, default: True
+        Show tqdm bars (rank 0 only).
+    max_epochs : int, optional
+        Stop after this many epochs in total (counting resumed ones) as if killed; for
+        tests and time-boxed runs.
+    on_stage_start : callable, optional
+        Called as ``on_stage_start(stage, model)`` (stage 1-based) before a stage's
+        first epoch.
+
+    Returns
+    -------
+    TrainResult
+    """
+    from torch.nn.parallel import DistributedDataParallel
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir).resolve()
+    rank, world_size = _dist_info()
+    is_main = rank == 0
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    run_cfg = config["run"]
+    if run_cfg["num_threads"]:
+        torch.set_num_threads(int(run_cfg["num_threads"]))
+    if device is None:
+        device = select_device(run_cfg["device"],
+                               local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    device = torch.device(device)
+    use_amp = bool(run_cfg["amp"]) and device.type == "cuda"
+    use_fp16_scaler = use_amp and not torch.cuda.is_bf16_supported()
+    seed = int(run_cfg["seed"])
+    num_scales = model.num_scales
+    plan = stage_plan(config, num_scales)
+    total = sum(epochs for _, epochs in plan)
+    with_seg = bool(model.has_segmentation and config["loss"]["seg_weight"] > 0)
+    has_val = val_split is not None and len(val_split.images) > 0
+    batch_size = int(config["optim"]["batch_size"])
+    n_train = len(train_split.images)
+    if n_train == 0:
+        raise ConfigError("the train split is empty; mark subjects with split 'train'")
+    if not has_val and is_main:
+        logger.warning("no validation subjects: the best checkpoint is the last epoch")
+
+    # Model, optimizer, scaler
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(config["optim"]["lr"]),
+                                  weight_decay=float(config["optim"]["weight_decay"]))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_fp16_scaler)
+    state = {"epochs_done": 0, "best_val_rmse": None, "best_epoch": None, "history": []}
+
+    # Resume
+    last_path, best_path = out_dir / LAST_NAME, out_dir / BEST_NAME
+    if resume:
+        checkpoint = load_checkpoint(last_path)
+        _check_resume_config(checkpoint["config"], config, last_path)
+        model.load_state_dict(checkpoint["model_state"])
+        if checkpoint["optimizer"] is not None:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint["scaler"] is not None and use_fp16_scaler:
+            scaler.load_state_dict(checkpoint["scaler"])
+        saved = checkpoint["train_state"]
+        state.update(epochs_done=int(saved["epochs_done"]),
+                     best_val_rmse=saved.get("best_val_rmse"),
+                     best_epoch=saved.get("best_epoch"), history=list(saved["history"]))
+        if "torch_rng" in saved:
+            torch.set_rng_state(saved["torch_rng"])
+        if is_main:
+            logger.info("resuming %s after epoch %d of %d", out_dir, state["epochs_done"], total)
+
+    net = model
+    if world_size > 1:
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
+
+    def checkpoint_state() -> dict:
+        saved = {k: v for k, v in state.items()}
+        saved["torch_rng"] = torch.get_rng_state()
+        saved["total_epochs"] = total
+        saved["stage_plan"] = [list(p) for p in plan]
+        return saved
+
+    sampler = DistributedSampler(range(n_train), num_replicas=world_size, rank=rank,
+                                 shuffle=True, seed=seed, drop_last=False)
+    val_indices = list(range(rank, len(val_split.images), world_size)) if has_val else []
+
+    # Stages
+    epoch = 0
+    for stage, (active, stage_epochs) in enumerate(plan, start=1):
+        if epoch + stage_epochs <= state["epochs_done"]:
+            epoch += stage_epochs
+            continue
+        if state["epochs_done"] <= epoch and on_stage_start is not None:
+            on_stage_start(stage, model)
+        if is_main:
+            logger.info("stage %d/%d: scales 1-%d (%s particles), %d epochs", stage, len(plan),
+                        active, model.scale_sizes[active - 1], stage_epochs)
+        bar = tqdm(total=stage_epochs, desc=f"stage {stage}/{len(plan)}", unit="epoch",
+                   disable=not (progress and is_main), leave=True)
+        for epoch_in_stage in range(stage_epochs):
+            epoch += 1
+            if epoch <= state["epochs_done"]:
+                bar.update(1)
+                continue
+            if max_epochs is not None and epoch > max_epochs:
+                bar.close()
+                return _result(out_dir, state, started, completed=False, is_main=is_main)
+            epoch_started = time.perf_counter()
+
+            # Seeds and learning rate of this epoch
+            torch.manual_seed(_epoch_seed(seed, epoch))
+            generator = torch.Generator().manual_seed(_epoch_seed(seed + 1, epoch))
+            sampler.set_epoch(epoch)
+            lr = _stage_lr(config, epoch_in_stage, stage_epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            fade = _fade(config, epoch_in_stage) if stage > 1 else 1.0
+
+            # Train
+            net.train()
+            order = list(sampler)
+            sums = [0.0, 0.0, 0.0] + [0.0] * (2 * num_scales)  # loss, seg, batches, (sq, n)/s
+            batches = tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}/{total}",
+                           unit="batch", leave=False, disable=not (progress and is_main))
+            for start in batches:
+                images, particles, seg = _batch(train_split, order[start:start + batch_size],
+                                                with_seg)
+                images = _augment(images, config, generator)
+                images, particles = images.to(device), particles.to(device)
+                seg = seg.to(device) if seg is not None else None
+                with _autocast(device, use_amp):
+                    output = net(images, active_scales=active)
+                terms = compute_loss(output, particles, seg, config["loss"], fade=fade)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(terms.total).backward()
+                if config["optim"]["grad_clip"] > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                   float(config["optim"]["grad_clip"]))
+                scaler.step(optimizer)
+                scaler.update()
+                sums[0] += float(terms.total.detach())
+                sums[1] += float(terms.segmentation) if terms.segmentation is not None else 0.0
+                sums[2] += 1
+                for s, pred in enumerate(output.particles):
+                    sq, count = point_rmse(pred.detach().float().cpu(),
+                                           particles[:, :pred.shape[1]].cpu())
+                    sums[3 + 2 * s] += sq
+                    sums[4 + 2 * s] += count
+            batches.close()
+            sums = _all_reduce(sums, device)
+
+            # Validate every scale
+            val = [(0.0, 0)] * num_scales
+            validate = has_val and (epoch % int(run_cfg["val_every"]) == 0 or epoch == total)
+            if validate:
+                val = evaluate_rmse(model, val_split, batch_size=batch_size, device=device,
+                                    amp=use_amp, indices=val_indices)
+                flat = _all_reduce([v for pair in val for v in pair], device)
+                val = [(flat[2 * s], flat[2 * s + 1]) for s in range(num_scales)]
+
+            # Log row
+            row: dict[str, Any] = {
+                "epoch": epoch, "stage": stage, "active_scales": active,
+                "epoch_in_stage": epoch_in_stage + 1, "lr": lr, "fade": fade,
+                "train_loss": sums[0] / max(sums[2], 1),
+                "train_seg_loss": sums[1] / max(sums[2], 1) if with_seg else None,
+            }
+            for s in range(num_scales):
+                row[f"train_rmse_s{s + 1}"] = (_rmse(sums[3 + 2 * s], sums[4 + 2 * s])
+                                               if s < active else None)
+                row[f"val_rmse_s{s + 1}"] = _rmse(*val[s]) if validate else None
+            row["seconds"] = round(time.perf_counter() - epoch_started, 3)
+            state["history"].append(row)
+            state["epochs_done"] = epoch
+
+            # Best by validation RMSE at the finest scale (last epoch without validation)
+            finest = row[f"val_rmse_s{num_scales}"]
+            improved = (finest is not None and not math.isnan(finest)
+                        and (state["best_val_rmse"] is None or finest < state["best_val_rmse"]))
+            if not has_val and epoch == total:
+                improved = True
+            if improved:
+                state["best_val_rmse"] = finest
+                state["best_epoch"] = epoch
+
+            # Files (rank 0)
+            if is_main:
+                if improved:
+                    save_checkpoint(best_path, model=model, config=config,
+                                    prediction=prediction or {}, kind="best",
+                                    train_state=checkpoint_state(), optimizer=optimizer,
+                                    scaler=scaler if use_fp16_scaler else None)
+                    if finest is not None:
+                        logger.info("epoch %d: new best val RMSE %.3f mm at scale %d",
+                                    epoch, finest, num_scales)
+                save_checkpoint(last_path, model=model, config=config,
+                                prediction=prediction or {}, kind="last",
+                                train_state=checkpoint_state(), optimizer=optimizer,
+                                scaler=scaler if use_fp16_scaler else None)
+                _write_log(out_dir / LOG_NAME, state["history"], num_scales)
+                try:
+                    _plot_curves(out_dir / CURVES_NAME, state["history"], num_scales)
+                except Exception as err:  # a plot must never stop training
+                    logger.warning("could not draw %s: %s", CURVES_NAME, err)
+            bar.set_postfix(loss=f"{row['train_loss']:.3g}",
+                            val=f"{finest:.3f}" if finest is not None else "-")
+            bar.update(1)
+        bar.close()
+    if world_size > 1:
+        dist.barrier()
+    return _result(out_dir, state, started, completed=True, is_main=is_main)
+
+
+def _result(out_dir: Path, state: dict, started: float, *, completed: bool,
+            is_main: bool) -> TrainResult:
+    best = out_dir / BEST_NAME
+    last = out_dir / LAST_NAME
+    log = out_dir / LOG_NAME
+    return TrainResult(
+        out_dir=out_dir, best_path=best if best.is_file() else None,
+        last_path=last if last.is_file() else None, log_path=log if log.is_file() else None,
+        history=list(state["history"]), best_epoch=state["best_epoch"],
+        best_val_rmse=state["best_val_rmse"], seconds=time.perf_counter() - started,
+        completed=completed)

@@ -1,0 +1,189 @@
+"""Tests of the progressive trainer on tiny synthetic ellipsoids (CPU, one thread)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from shapeworks_progressive.checkpoints import load_checkpoint
+from shapeworks_progressive.config import load_config, stage_plan, validate_config
+from shapeworks_progressive.errors import ConfigError, DeviceError
+from shapeworks_progressive.losses import compute_loss
+from shapeworks_progressive.models import ModelOutput
+from shapeworks_progressive.training import build_model, select_device, train_model
+
+from synthetic_ellipsoids import make_split
+
+SCALES = [4, 8, 16]
+TINY = {
+    "data": {"scales": SCALES},
+    "model": {"channels": 2, "levels": 2, "head_hidden": 8, "global_hidden": 8},
+    "schedule": {"epochs_per_stage": 2, "final_epochs": 2},
+    "optim": {"batch_size": 4, "lr": 3e-3},
+    "run": {"device": "cpu", "num_threads": 1, "seed": 3},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    train, grid = make_split(8, seed=0)
+    val, _ = make_split(4, seed=1)
+    data = SimpleNamespace(scale_sizes=SCALES, grid=grid,
+                           template_world=train.particles_world.mean(axis=0))
+    return train, val, data
+
+
+def _run(splits, out_dir, overrides=None, **kwargs):
+    train, val, data = splits
+    config = load_config(overrides={**TINY, **(overrides or {})})
+    model = build_model(config, data)
+    result = train_model(model, train, val, config, out_dir, progress=False,
+                         prediction={"scale_sizes": SCALES}, **kwargs)
+    return model, result
+
+
+@pytest.fixture(scope="module")
+def full_run(splits, tmp_path_factory):
+    """An uninterrupted 3-stage run; captures the weights at every stage start."""
+    captured = {}
+
+    def on_stage_start(stage, model):
+        captured[stage] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    out = tmp_path_factory.mktemp("full")
+    model, result = _run(splits, out, on_stage_start=on_stage_start)
+    return model, result, captured
+
+
+def test_run_writes_log_curves_and_checkpoints(full_run):
+    _, result, _ = full_run
+    with open(result.log_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [int(r["active_scales"]) for r in rows] == [1, 1, 2, 2, 3, 3]
+    # train RMSE only for active scales, val RMSE for every scale
+    assert rows[0]["train_rmse_s2"] == "" and float(rows[0]["val_rmse_s3"]) > 0
+    assert rows[-1]["train_rmse_s3"] != ""
+    assert (result.out_dir / "training_curves.png").stat().st_size > 1000
+    best = load_checkpoint(result.best_path)
+    val_finest = [float(r["val_rmse_s3"]) for r in rows]
+    assert best["train_state"]["best_epoch"] == int(np.argmin(val_finest)) + 1
+    assert best["train_state"]["best_val_rmse"] == pytest.approx(min(val_finest))
+    # training learned something: finest val RMSE drops below the first epoch's
+    assert min(val_finest) < val_finest[0]
+
+
+def test_new_stage_keeps_earlier_scales_weights(full_run, splits, tmp_path):
+    _, _, captured = full_run
+    assert sorted(captured) == [1, 2, 3]
+    # the end of stage 1, from a run stopped there (same seed, so the same weights)
+    _, stopped = _run(splits, tmp_path, max_epochs=2)
+    assert not stopped.completed
+    end_of_stage1 = load_checkpoint(stopped.last_path)["model_state"]
+    for key, value in captured[2].items():
+        torch.testing.assert_close(value, end_of_stage1[key], rtol=0, atol=0, msg=key)
+    # stage 1 trained scale 1's head and left scale 2's head at its initial values
+    head0 = "point_heads.0.mlp.0.weight"
+    head1 = "point_heads.1.mlp.0.weight"
+    assert not torch.equal(captured[1][head0], captured[2][head0])
+    assert torch.equal(captured[1][head1], captured[2][head1])
+    assert not torch.equal(captured[2][head1], captured[3][head1])
+
+
+def test_resume_ends_where_uninterrupted_run_ends(full_run, splits, tmp_path):
+    full_model, full_result, _ = full_run
+    _, partial = _run(splits, tmp_path, max_epochs=3)  # killed in the middle of stage 2
+    assert len(partial.history) == 3
+    resumed_model, resumed = _run(splits, tmp_path, resume=True)
+    assert resumed.completed and len(resumed.history) == 6
+    for key, value in full_model.state_dict().items():
+        torch.testing.assert_close(resumed_model.state_dict()[key], value, rtol=0, atol=1e-6,
+                                   msg=key)
+    for a, b in zip(full_result.history, resumed.history):
+        assert a["val_rmse_s3"] == pytest.approx(b["val_rmse_s3"], abs=1e-6)
+
+
+def test_resume_refuses_a_changed_config(full_run, splits, tmp_path):
+    _, result, _ = full_run
+    shutil.copy(result.last_path, tmp_path / "last.pt")
+    with pytest.raises(ConfigError, match=r"optim\.lr was 0\.003 .* now 0\.01"):
+        _run(splits, tmp_path, {"optim": {"batch_size": 4, "lr": 0.01}}, resume=True)
+
+
+def test_switches_progression_and_segmentation_off(splits, tmp_path):
+    overrides = {"schedule": {"progressive": False, "epochs_per_stage": 0, "final_epochs": 2},
+                 "loss": {"seg_weight": 0.0, "deep_supervision": "shallow"}}
+    _, result = _run(splits, tmp_path, overrides)
+    assert [row["active_scales"] for row in result.history] == [3, 3]
+    assert all(row["train_seg_loss"] is None for row in result.history)
+    assert all(row["train_rmse_s1"] is not None for row in result.history)
+
+
+def test_switches_change_which_loss_terms_are_active():
+    config = load_config(overrides={"data": {"scales": SCALES}})
+    assert stage_plan(config, 3) == [(1, 15), (2, 15), (3, 30)]
+    off = load_config(overrides={"schedule": {"progressive": False}})
+    assert stage_plan(off, 3) == [(3, 60)]
+    target = torch.zeros(1, 16, 3)
+    output = ModelOutput(particles=[torch.ones(1, n, 3) for n in SCALES],
+                         segmentation_logits=torch.zeros(1, 1, 2, 2, 2))
+    seg = torch.ones(1, 1, 2, 2, 2)
+    terms = compute_loss(output, target, seg, config["loss"])
+    assert terms.weights == [1.0, 1.0, 1.0] and terms.segmentation is not None
+    # 3 scales x 3 mm^2 + 5 x (dice 1 - (2*0.5*8+1)/(4+8+1) + bce log 2)
+    dice = 1 - 9 / 13
+    assert float(terms.total) == pytest.approx(9 + 5 * (dice + np.log(2)), rel=1e-6)
+    shallow = load_config(overrides={"loss": {"deep_supervision": "shallow", "seg_weight": 0}})
+    terms = compute_loss(output, target, seg, shallow["loss"])
+    assert terms.weights == [0.0, 0.0, 1.0] and terms.segmentation is None
+    assert float(terms.total) == pytest.approx(3.0)
+
+
+def test_config_errors_are_all_reported_with_hints():
+    raw = {"data": {"spacng": 1.0}, "modle": {}, "loss": {"particle": "msee", "seg_weight": -1},
+           "optim": {"batch_size": 0, "lr": "fast"}, "run": {"device": "gpu", "amp": 1}}
+    with pytest.raises(ConfigError) as info:
+        validate_config(raw, source="my.json")
+    problems = info.value.problems
+    assert len(problems) == 8
+    text = "\n".join(problems)
+    assert "unknown key data.spacng; did you mean 'spacing'?" in text
+    assert "unknown section 'modle'; did you mean 'model'?" in text
+    assert "loss.particle must be one of 'mse', 'focal'; did you mean 'mse'?" in text
+    assert "optim.lr must be a number > 0; got str 'fast'" in text
+    assert "run.amp must be true or false; got int 1" in text
+    assert all(p.startswith("my.json: ") for p in problems)
+
+
+def test_config_file_errors(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(path)
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        load_config(tmp_path / "missing.json")
+    path.write_text('{"schedule": {"epochs_per_stage": 3}}', encoding="utf-8")
+    config = load_config(path)
+    assert config["schedule"]["epochs_per_stage"] == 3 and config["optim"]["batch_size"] == 8
+
+
+def test_device_selection_without_a_gpu():
+    assert select_device("cpu").type == "cpu"
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert select_device("auto").type == "cpu"
+    with pytest.raises(DeviceError, match="set run.device to 'cpu'"):
+        select_device("cuda")
