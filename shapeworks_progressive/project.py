@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 PROJECT_SUFFIXES = (".swproj", ".xlsx")
 FLAT_SECTIONS = ("optimize", "studio", "project", "analysis", "deepssm")
-SECTION_ORDER = ("data", "groom", "optimize", "studio", "project", "analysis", "deepssm",
-                 "landmarks")
 LANDMARK_COLUMNS = ("domain", "name", "visible", "color", "comment")
 
 SHAPE_PREFIXES = ("shape_", "segmentation_", "mesh_")
@@ -336,10 +334,10 @@ def _subject_to_row(subject: Subject, domains: Sequence[str], folder: Path,
     n = len(domains)
 
     def put_path(key, old_key, value, before):
+        nonlocal row
         value = _normalize(value, folder)
         if not is_new and value == before:
             return
-        nonlocal row
         if value is None and old_key is None and not is_new:
             return
         row = _set_key(row, old_key, key, "" if value is None else _relative_text(value, folder))

@@ -171,3 +171,33 @@ def test_images_are_summarised_and_odd_geometry_is_a_note(capsys, left_atrium_co
     (folder / "img2.nrrd").unlink()
     code, out, _ = _info(capsys, path)
     assert code == 1 and "image 'mri' is missing" in out and "subject 'LA_02'" in out
+
+
+def test_multi_domain_counts_are_reported_per_domain(capsys, tmp_path):
+    rng = np.random.default_rng(3)
+    rows = []
+    for name in ("s0", "s1"):
+        row = {"name": name}
+        for domain, count in (("femur", 4), ("pelvis", 6)):
+            local = rng.normal(size=(count, 3))
+            np.savetxt(tmp_path / f"{name}_{domain}_local.particles", local, fmt="%.6f")
+            np.savetxt(tmp_path / f"{name}_{domain}_world.particles", local + [0, 0, 10],
+                       fmt="%.6f")
+            row[f"local_particles_{domain}"] = f"{name}_{domain}_local.particles"
+            row[f"world_particles_{domain}"] = f"{name}_{domain}_world.particles"
+            row[f"alignment_{domain}"] = "1 0 0 0 0 1 0 0 0 0 1 10 0 0 0 1"
+        rows.append(row)
+    # groomed_ keys in the first row name the domains
+    rows[0] = {"groomed_femur": "", "groomed_pelvis": "", **rows[0]}
+    path = tmp_path / "two.swproj"
+    path.write_text(json.dumps({"data": rows}))
+    report = validate_project(Project.load(path))
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.particle_counts == {"femur": 4, "pelvis": 6}
+    code, out, _ = _info(capsys, path)
+    assert code == 0
+    assert "domains: femur, pelvis" in out
+    assert "particles in domain pelvis: 6;" in out
+    np.savetxt(tmp_path / "s1_pelvis_world.particles", np.zeros((6, 3)), fmt="%.6f")
+    code, out, _ = _info(capsys, path)
+    assert code == 1 and "subject 's1'" in out and "s1_pelvis_world.particles" in out

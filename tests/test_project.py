@@ -364,3 +364,14 @@ def test_swproj_to_xlsx_and_back_keeps_content(left_atrium_copy):
     assert written["groom"] == original["groom"]
     assert written["optimize"] == original["optimize"]
     assert written["studio"]["notes"] == original["studio"]["notes"]
+
+
+def test_null_flat_section_reads_empty_and_is_written_as_object(tmp_path):
+    path = tmp_path / "nulls.swproj"
+    path.write_text(json.dumps({"data": [{"name": "a"}], "studio": None,
+                                "groom": {"1": None}}))
+    project = Project.load(path)
+    assert project.parameters("studio") == {}
+    assert project.parameters("groom") == {"1": {}}
+    written = _json(project.save(tmp_path / "out.swproj"))
+    assert written["studio"] == {} and written["groom"] == {"1": None}
