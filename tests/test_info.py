@@ -201,3 +201,10 @@ def test_multi_domain_counts_are_reported_per_domain(capsys, tmp_path):
     np.savetxt(tmp_path / "s1_pelvis_world.particles", np.zeros((6, 3)), fmt="%.6f")
     code, out, _ = _info(capsys, path)
     assert code == 1 and "subject 's1'" in out and "s1_pelvis_world.particles" in out
+
+
+def test_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["info", "--help"])
+    assert info.value.code == 0
+    assert "--tolerance-mm" in capsys.readouterr().out
