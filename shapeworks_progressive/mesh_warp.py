@@ -22,8 +22,9 @@ The default, ``method="displacement"``, adds the template's detail back:
 at the handle vertices; the displacement form also returns the template exactly for the
 template's own particles, where the ShapeWorks form smooths it (by up to 1.7 mm on the
 left-atrium example). For the other left-atrium subjects both forms are about equally far
-from the true surfaces (symmetric mean 0.78-0.83 mm, world frame, template LA_04). Warp particles in the same frame as the template: world
-particles with :meth:`MeshWarper.from_project` (the template is mapped to world).
+from the true surfaces (symmetric mean 0.78-0.83 mm, world frame, template LA_04).
+Warp particles in the same frame as the template: world particles with
+:meth:`MeshWarper.from_project` (the template is mapped to world).
 """
 
 from __future__ import annotations
