@@ -61,6 +61,7 @@ __all__ = [
     "AugmentedSet",
     "augment_training_split",
     "augment_prepared_data",
+    "with_augmented",
     "sample_whitened_scores",
     "nearest_shapes",
     "landmark_subset",
@@ -577,3 +578,28 @@ def augment_prepared_data(data: Any, cache_dir: str | os.PathLike,
     """
     return augment_training_split(data.split("train"), data.grid, cache_dir, settings,
                                   workers=workers, pca=pca)
+
+
+def with_augmented(train: Any, augmented: AugmentedSet):
+    """The training split followed by the augmented samples, as one ``SplitData``.
+
+    Augmented samples get subject index -1, the ``image_to_world`` of their base subject
+    (their images are on the same grid) and an empty registration record.
+    """
+    from .dataset import SplitData
+
+    _require_train(train)
+    segmentations = None
+    if train.segmentations is not None and augmented.segmentations is not None:
+        segmentations = np.concatenate([train.segmentations, augmented.segmentations])
+    base_transforms = np.asarray(train.image_to_world)[augmented.base_indices]
+    return SplitData(
+        names=list(train.names) + list(augmented.names),
+        subject_indices=list(train.subject_indices) + [-1] * len(augmented),
+        images=np.concatenate([train.images, augmented.images]),
+        segmentations=segmentations,
+        particles_world=np.concatenate(
+            [train.particles_world, augmented.particles_world.astype(np.float32)]),
+        image_to_world=np.concatenate([train.image_to_world, base_transforms]),
+        registrations=list(getattr(train, "registrations", [{}] * len(train)))
+        + [{} for _ in range(len(augmented))])

@@ -10,7 +10,7 @@ import pytest
 
 from shapeworks_progressive.augmentation import (
     AugmentationSettings, augment_training_split, kde_bandwidth, nearest_shapes,
-    sample_whitened_scores, warp_to_shape)
+    sample_whitened_scores, warp_to_shape, with_augmented)
 from shapeworks_progressive.dataset import SplitData
 from shapeworks_progressive.errors import ShapeWorksInputError
 from shapeworks_progressive.grid import Grid
@@ -127,6 +127,10 @@ def test_augmentation_is_identical_for_one_and_two_workers_and_cached(tmp_path):
     np.testing.assert_array_equal(one.base_indices,
                                   nearest_shapes(one.scores_whitened, train_scores))
     assert one.base_names == [train.names[i] for i in one.base_indices]
+    combined = with_augmented(train, one)
+    assert len(combined) == 11 and combined.subject_indices[-3:] == [-1, -1, -1]
+    np.testing.assert_array_equal(combined.images[8:], one.images)
+    np.testing.assert_array_equal(combined.particles_world[:8], train.particles_world)
 
     # Second call reuses the cache: the manifest is not rewritten.
     folder = next((tmp_path / "a").iterdir())

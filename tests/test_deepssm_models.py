@@ -136,3 +136,104 @@ def test_tl_autoencoder_freeze_blocks_its_gradients():
     ((zt - target_latent) ** 2).mean().backward()
     assert all(p.grad is None for p in model.autoencoder_parameters())
     assert model.image_encoder.latent.weight.grad.abs().sum() > 0
+
+
+# -- stage logic (baselines.py) on a tiny prepared data set ------------------------------
+
+def _prepared(num_train=6, num_val=2, grid_size=(12, 12, 12)):
+    """A PreparedData whose image intensity encodes the shape's size (learnable)."""
+    from shapeworks_progressive.dataset import PreparedData, SplitData
+    from shapeworks_progressive.grid import Grid
+    from shapeworks_progressive.normalization import IntensityNormalization
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(16, 3))
+    grid = Grid((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), grid_size)
+
+    def split(count):
+        sizes = rng.uniform(0.5, 1.5, size=count)
+        particles = (base[None] * 3.0 * sizes[:, None, None] + 6.0
+                     + 0.2 * rng.normal(size=(count, 16, 3))).astype(np.float32)
+        images = (np.ones((count, *grid_size)) * (sizes[:, None, None, None] - 1.0)
+                  + 0.01 * rng.normal(size=(count, *grid_size))).astype(np.float32)
+        return SplitData(names=[f"s{i}" for i in range(count)],
+                         subject_indices=list(range(count)), images=images,
+                         segmentations=np.zeros((count, *grid_size), np.uint8),
+                         particles_world=particles,
+                         image_to_world=np.tile(np.eye(4), (count, 1, 1)),
+                         registrations=[{} for _ in range(count)])
+
+    train = split(num_train)
+    return PreparedData(grid=grid, normalization=IntensityNormalization(),
+                        scale_sizes=[16], particle_order=np.arange(16),
+                        template_world=train.particles_world.mean(0), reference={},
+                        splits={"train": train, "val": split(num_val)})
+
+
+def _config():
+    from shapeworks_progressive.config import load_config
+
+    return load_config(overrides={"run": {"device": "cpu", "amp": False, "num_threads": 1},
+                                  "optim": {"batch_size": 3},
+                                  "augment": {"intensity_scale": 0.0, "intensity_shift": 0.0,
+                                              "noise_std": 0.0}})
+
+
+def test_deepssm_stages_base_then_fine_tune(tmp_path):
+    from shapeworks_progressive.baselines import build_deepssm, load_summary, train_deepssm
+    from shapeworks_progressive.checkpoints import load_model
+
+    data = _prepared()
+    model, pca = build_deepssm(data, num_modes=2)
+    decoder_before = model.decoder.fc_fine.weight.detach().clone()
+    result = train_deepssm(model, data.split("train"), data.split("val"), _config(),
+                           tmp_path, epochs=2, fine_tune_epochs=1, progress=False)
+    assert [s["name"] for s in result.stages] == ["base", "fine_tune"]
+    assert [s["epochs"] for s in result.stages] == [2, 1]
+    summary = load_summary(tmp_path)
+    assert summary["best_stage"] in ("base", "fine_tune")
+    best = min(s["best_val_rmse"] for s in result.stages)
+    assert summary["best_val_rmse"] == pytest.approx(best)
+    # The base stage kept the PCA decoder; fine-tuning changed it.
+    base_model, _ = load_model(tmp_path / "base" / "best.pt")
+    torch.testing.assert_close(base_model.decoder.fc_fine.weight, decoder_before)
+    tuned, _ = load_model(tmp_path / "fine_tune" / "best.pt")
+    assert not torch.allclose(tuned.decoder.fc_fine.weight, decoder_before)
+    loaded, meta = load_model(result.best_path)
+    assert isinstance(loaded, DeepSSM) and meta["model_class"].endswith(":DeepSSM")
+
+
+def test_tl_deepssm_three_stages(tmp_path):
+    from shapeworks_progressive.baselines import TLSettings, build_tl_deepssm, train_tl_deepssm
+    from shapeworks_progressive.checkpoints import load_model
+
+    data = _prepared()
+    model = build_tl_deepssm(data, latent_dim=3)
+    train = data.split("train")
+    particles = torch.from_numpy(train.particles_world)
+    with torch.no_grad():
+        ae_error_before = float(((model.autoencode(particles)[0] - particles) ** 2).mean())
+    settings = TLSettings(ae_epochs=3, tf_epochs=1, joint_epochs=1)
+    config = _config()
+    config["optim"]["lr"] = 3e-3
+    result = train_tl_deepssm(model, train, data.split("val"), config, tmp_path, settings,
+                              progress=False)
+    assert [s["name"] for s in result.stages] == ["ae", "t_flank", "joint"]
+    log = (tmp_path / "train_log.csv").read_text().splitlines()
+    assert len(log) == 1 + 5 and log[1].split(",")[1] == "ae"
+    # The autoencoder stage trained the autoencoder (reconstruction improved).
+    ae_model, _ = load_model(tmp_path / "stage_ae.pt")
+    with torch.no_grad():
+        ae_error = float(((ae_model.autoencode(particles)[0] - particles) ** 2).mean())
+    assert ae_error < ae_error_before
+    # T-flank left the autoencoder exactly as the AE stage did.
+    tf_model, _ = load_model(tmp_path / "stage_t_flank.pt")
+    for a, b in zip(ae_model.autoencoder_parameters(), tf_model.autoencoder_parameters()):
+        torch.testing.assert_close(a, b)
+    assert result.best_stage in ("t_flank", "joint") and result.best_val_rmse > 0
+    loaded, _ = load_model(result.best_path)
+    assert isinstance(loaded, TLDeepSSM)
+    # Resume: every stage is done, nothing is retrained and the same best is kept.
+    again = train_tl_deepssm(build_tl_deepssm(data, latent_dim=3), train, data.split("val"),
+                             config, tmp_path, settings, resume=True, progress=False)
+    assert again.best_val_rmse == pytest.approx(result.best_val_rmse)
