@@ -38,7 +38,8 @@ import numpy as np
 
 from .errors import MeshWarpError, ProjectError
 
-__all__ = ["MeshWarper", "clean_template", "embed_particles", "WARP_METHODS"]
+__all__ = ["MeshWarper", "clean_template", "embed_particles", "image_isosurface",
+           "WARP_METHODS"]
 
 logger = logging.getLogger(__name__)
 
@@ -343,12 +344,12 @@ class MeshWarper:
         subject = project.subjects[index]
         groomed = subject.groomed[domain_index] if subject.groomed else None
         local = (subject.local_particles[domain_index] if subject.local_particles else None)
-        if groomed is None or local is None or not _is_mesh(groomed):
+        if groomed is None or local is None or not Path(groomed).is_file():
             message = (f"the template subject {subject.name!r} (row {index}) of "
-                       f"{project.path} needs a groomed mesh and local particles; got "
+                       f"{project.path} needs a groomed file and local particles; got "
                        f"groomed={groomed}, local_particles={local}")
             raise ProjectError(message)
-        mesh = read_mesh(groomed)
+        mesh = read_mesh(groomed) if _is_mesh(groomed) else image_isosurface(groomed)
         particles = read_particles(local)
         if rows is not None:
             particles = particles[np.asarray(rows, dtype=np.int64)]
@@ -391,6 +392,53 @@ class MeshWarper:
         from .meshes import arrays_to_mesh
 
         return arrays_to_mesh(self.vertices, self.faces)
+
+
+def image_isosurface(path: str | os.PathLike, level: float = 0.0):
+    """Iso-surface of a groomed image (distance transform: ``level`` 0) in its physical frame.
+
+    Parameters
+    ----------
+    path : path-like
+        Image file (e.g. ShapeWorks' ``*_DT.nrrd``); any direction and spacing.
+    level : float, default: 0.0
+        Iso value; 0 is the surface of a signed distance transform whatever its sign
+        convention.
+
+    Returns
+    -------
+    vtkPolyData
+        Triangle surface, vertices in the image's physical (ITK, LPS) frame (mm).
+    """
+    import SimpleITK as sitk
+    from vtkmodules.util.numpy_support import numpy_to_vtk
+    from vtkmodules.vtkCommonDataModel import vtkImageData
+    from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D
+
+    from .meshes import arrays_to_mesh, mesh_to_arrays
+    from .segmentation import index_to_world_matrix
+    from .transforms import apply_transform
+
+    image = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    array_xyz = np.transpose(sitk.GetArrayViewFromImage(image), (2, 1, 0))
+    grid = vtkImageData()
+    grid.SetDimensions(*array_xyz.shape)
+    grid.GetPointData().SetScalars(
+        numpy_to_vtk(np.ascontiguousarray(array_xyz).ravel(order="F"), deep=True))
+    contour = vtkFlyingEdges3D()
+    contour.SetInputData(grid)
+    contour.SetValue(0, float(level))
+    contour.ComputeNormalsOff()
+    contour.ComputeGradientsOff()
+    contour.ComputeScalarsOff()
+    contour.Update()
+    vertices_index, faces = mesh_to_arrays(contour.GetOutput())
+    if len(faces) == 0:
+        raise MeshWarpError(f"the image {path} has no iso-surface at {level}")
+    index_to_world = index_to_world_matrix(image)
+    if np.linalg.det(index_to_world[:3, :3]) < 0:
+        faces = faces[:, ::-1]
+    return arrays_to_mesh(apply_transform(vertices_index, index_to_world), faces)
 
 
 def _is_mesh(path: str | os.PathLike) -> bool:

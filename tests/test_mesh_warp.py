@@ -143,3 +143,19 @@ def test_all_particles_on_one_point_is_a_clear_error():
     faces = np.array([[0, 1, 2], [1, 3, 2]])
     with pytest.raises(MeshWarpError, match="vertex of its own"):
         MeshWarper((vertices, faces), np.full((3, 3), 0.3))
+
+
+def test_project_template_from_a_distance_transform(ellipsoid_project):
+    from shapeworks_progressive.project import Project
+
+    project = Project.load(ellipsoid_project)
+    warper = MeshWarper.from_project(project, frame="local")
+    # The local particles lie on the DT's zero iso-surface (ITK physical frame).
+    gaps = np.linalg.norm(warper.vertices[warper.handles]
+                          - warper.template_particles[warper.good], axis=1)
+    assert warper.good.all() and gaps.max() < 0.05
+    world = MeshWarper.from_project(project, rows=np.arange(64))
+    target = read_particles(project.subjects[2].world_particles[0])[:64]
+    vertices = world.warp(target)
+    np.testing.assert_allclose(vertices[world.handles] - world.vertices[world.handles],
+                               target - world.template_particles, atol=1e-8)
