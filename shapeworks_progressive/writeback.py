@@ -54,7 +54,7 @@ from .particles import read_particles, write_particles
 from .transforms import apply_transform, parse_transform
 
 __all__ = ["PredictedShape", "read_predictions", "write_predicted_project",
-           "write_deepssm_layout", "predicted_project_path", "PREDICTED_GROUP"]
+           "write_deepssm_layout", "write_back_run", "predicted_project_path", "PREDICTED_GROUP"]
 
 logger = logging.getLogger(__name__)
 
@@ -306,6 +306,35 @@ def write_deepssm_layout(project, predictions: list[PredictedShape], *,
     csv_path = project.folder / "deepssm" / "test_distances.csv"
     written.append(atomic_write_text(csv_path, table.getvalue()))
     return written
+
+
+def write_back_run(project, run_dir: str | os.PathLike, *, evaluation=None,
+                   deepssm_layout: bool = False) -> Path:
+    """Predicted project (and optionally the DeepSSM-tab files) for a run's predictions.
+
+    Parameters
+    ----------
+    project : Project
+    run_dir : path-like
+        Run folder holding ``predictions/predictions.json``.
+    evaluation : EvaluationResult, optional
+        Gives the world meshes (``<row>.vtk``) and distances of the DeepSSM layout.
+    deepssm_layout : bool, default: False
+        Also write ``deepssm/model/test_predictions/world_predictions/`` and
+        ``deepssm/test_distances.csv`` beside the project.
+
+    Returns
+    -------
+    Path
+        The new ``<name>_predicted.swproj``.
+    """
+    predictions = read_predictions(run_dir)
+    path = write_predicted_project(project, predictions)
+    if deepssm_layout:
+        write_deepssm_layout(project, predictions,
+                             meshes=getattr(evaluation, "meshes", None),
+                             distances=getattr(evaluation, "distances", None))
+    return path
 
 
 def _particle_count(project) -> int | None:

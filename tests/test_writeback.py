@@ -14,7 +14,8 @@ from shapeworks_progressive.project import Project
 from shapeworks_progressive.transforms import apply_transform
 from shapeworks_progressive.validation import validate_project
 from shapeworks_progressive.writeback import (PredictedShape, read_predictions,
-                                              write_deepssm_layout, write_predicted_project)
+                                              write_back_run, write_deepssm_layout,
+                                              write_predicted_project)
 
 
 def _rigid(angle_deg: float, translation) -> np.ndarray:
@@ -127,3 +128,24 @@ def test_read_predictions_and_deepssm_layout(left_atrium_copy, predictions, tmp_
     assert not (folder / "world_predictions" / "1.vtk").exists()
     table = (left_atrium_copy.parent / "deepssm" / "test_distances.csv").read_text()
     assert table == "Name,Distance\nLA_03,N/A\nLA_01,0.750000\n"
+
+
+def test_write_back_run_with_evaluation(left_atrium_copy, predictions, tmp_path):
+    from shapeworks_progressive.evaluation import evaluate_run
+
+    run_dir = tmp_path / "run"
+    manifest = {"subjects": {}}
+    for p in predictions:
+        write_particles(run_dir / "predictions" / p.name / "world.particles", p.particles_world)
+        manifest["subjects"][p.name] = {"row_index": p.row_index,
+                                        "image_to_world": p.image_to_world.ravel().tolist()}
+    (run_dir / "predictions" / "predictions.json").write_text(json.dumps(manifest))
+    project = Project.load(left_atrium_copy)
+    evaluation = evaluate_run(project, run_dir, save_meshes=False)
+    path = write_back_run(project, run_dir, evaluation=evaluation, deepssm_layout=True)
+    assert len(Project.load(path).subjects) == 6
+    folder = left_atrium_copy.parent / "deepssm" / "model" / "test_predictions"
+    assert (folder / "world_predictions" / "1.vtk").is_file()
+    lines = (left_atrium_copy.parent / "deepssm" / "test_distances.csv").read_text().split()
+    assert lines[1] == f"LA_03,{evaluation.distances['LA_03']:.6f}"
+    assert 0.5 < evaluation.distances["LA_03"] < 3.0
