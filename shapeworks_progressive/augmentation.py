@@ -41,7 +41,6 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context

@@ -52,7 +52,7 @@ from .models.tl_deepssm import TLDeepSSM
 from .pca import ParticlePCA, fit_pca
 
 __all__ = ["build_deepssm", "build_tl_deepssm", "train_deepssm", "train_tl_deepssm",
-           "TLSettings", "BaselineResult", "BEST_NAME", "SUMMARY_NAME"]
+           "load_summary", "TLSettings", "BaselineResult", "BEST_NAME", "SUMMARY_NAME"]
 
 logger = logging.getLogger(__name__)
 
