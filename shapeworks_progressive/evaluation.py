@@ -16,8 +16,9 @@ Everything is measured in the **world frame** (mm), where the particles are pred
   Hausdorff distance.
 - **Floor**: the same surface distances for the mesh warped from the *ground-truth*
   particles. No particle prediction can be expected to beat it with this template.
-- **Dice** of the predicted segmentation and the subject's segmentation (when its shape is
-  an image), on the ground truth's voxel grid (nearest-neighbour resampling).
+- **Dice** of the predicted segmentation (subject's image frame) and the subject's shape:
+  a segmentation image is compared on its own voxel grid (the prediction resampled,
+  nearest neighbour); a shape mesh is voxelized on the prediction's grid.
 
 Outputs (:func:`evaluate_predictions`) in ``out_dir``: ``evaluation.csv`` (one row per
 subject and scale), ``summary.json`` (per scale: mean, std, median, min, max over
@@ -42,7 +43,7 @@ import numpy as np
 from .fileio import atomic_write_text
 
 __all__ = ["evaluate_predictions", "evaluate_run", "EvaluationResult", "original_surface_world",
-           "particle_errors", "segmentation_dice", "summarize", "read_evaluation_csv",
+           "particle_errors", "segmentation_dice", "mesh_dice", "summarize", "read_evaluation_csv",
            "CSV_COLUMNS"]
 
 logger = logging.getLogger(__name__)
@@ -156,6 +157,42 @@ def segmentation_dice(predicted_path: str | os.PathLike, truth_path: str | os.Pa
     return dice(sitk.GetArrayViewFromImage(predicted), sitk.GetArrayViewFromImage(truth))
 
 
+def mesh_dice(predicted_path: str | os.PathLike, truth_mesh) -> float:
+    """Dice of a label image and a closed surface voxelized on the image's grid.
+
+    ``truth_mesh`` must be in the image's physical frame (the subject's frame, mm). A
+    voxel is inside when its centre is inside the surface (VTK image stencil, in index
+    space, so any direction and spacing work).
+    """
+    import SimpleITK as sitk
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkImagingStencil import vtkImageStencilToImage, vtkPolyDataToImageStencil
+
+    from .meshes import arrays_to_mesh, mesh_to_arrays
+    from .segmentation import index_to_world_matrix
+    from .surface_distance import dice
+    from .transforms import apply_transform
+
+    predicted = sitk.ReadImage(str(predicted_path))
+    vertices, faces = mesh_to_arrays(truth_mesh)
+    vertices_index = apply_transform(vertices, index_to_world_matrix(predicted), inverse=True)
+    size = predicted.GetSize()
+    stencil = vtkPolyDataToImageStencil()
+    stencil.SetInputData(arrays_to_mesh(vertices_index, faces))
+    stencil.SetOutputOrigin(0.0, 0.0, 0.0)
+    stencil.SetOutputSpacing(1.0, 1.0, 1.0)
+    stencil.SetOutputWholeExtent(0, size[0] - 1, 0, size[1] - 1, 0, size[2] - 1)
+    to_image = vtkImageStencilToImage()
+    to_image.SetInputConnection(stencil.GetOutputPort())
+    to_image.SetInsideValue(1)
+    to_image.SetOutsideValue(0)
+    to_image.SetOutputScalarTypeToUnsignedChar()
+    to_image.Update()
+    truth_zyx = vtk_to_numpy(to_image.GetOutput().GetPointData().GetScalars()).reshape(
+        size[2], size[1], size[0])
+    return dice(sitk.GetArrayViewFromImage(predicted), truth_zyx)
+
+
 def _truth_particles(subject, domain_index: int = 0) -> np.ndarray | None:
     from .particles import read_particles
     from .transforms import apply_transform
@@ -237,9 +274,13 @@ def evaluate_predictions(project, predictions: list, out_dir: str | os.PathLike,
         n_total = len(prediction.particles_world)
         dice_value = math.nan
         shape = subject.shapes[0] if subject is not None and subject.shapes else None
-        if (prediction.segmentation is not None and shape is not None
-                and Path(shape).is_file() and not _is_mesh(shape)):
-            dice_value = segmentation_dice(prediction.segmentation, shape)
+        if prediction.segmentation is not None and shape is not None and Path(shape).is_file():
+            if _is_mesh(shape):
+                from .meshes import read_mesh
+
+                dice_value = mesh_dice(prediction.segmentation, read_mesh(shape))
+            else:
+                dice_value = segmentation_dice(prediction.segmentation, shape)
         order = (np.arange(n_total) if prediction.particle_order is None
                  else np.asarray(prediction.particle_order, dtype=np.int64))
 

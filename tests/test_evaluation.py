@@ -138,3 +138,33 @@ def test_segmentation_dice_resamples_prediction_to_truth_grid(tmp_path):
     sitk.WriteImage(predicted_image, str(tmp_path / "pred.nrrd"))
     value = segmentation_dice(tmp_path / "pred.nrrd", tmp_path / "truth.nrrd")
     assert value == pytest.approx(0.6, abs=1e-9)
+
+
+def test_mesh_dice_voxelizes_the_true_surface_on_the_prediction_grid(tmp_path):
+    import SimpleITK as sitk
+    from vtkmodules.vtkFiltersSources import vtkSphereSource
+
+    from shapeworks_progressive.evaluation import mesh_dice
+
+    # Prediction: a ball of radius 8 mm on a 1 mm grid with a mirrored (LPS-like) direction.
+    shape = (32, 32, 32)
+    index = np.indices(shape).astype(float)
+    center_index = np.array([16.0, 16.0, 16.0])  # (x, y, z)
+    radius = np.sqrt(sum((index[2 - k] - center_index[k]) ** 2 for k in range(3)))
+    image = sitk.GetImageFromArray((radius <= 8.0).astype(np.uint8))
+    image.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    image.SetOrigin((20.0, 30.0, -5.0))
+    sitk.WriteImage(image, str(tmp_path / "pred.nrrd"))
+    center_world = image.TransformContinuousIndexToPhysicalPoint(center_index.tolist())
+    sphere = vtkSphereSource()
+    sphere.SetCenter(*center_world)
+    sphere.SetRadius(8.0)
+    sphere.SetThetaResolution(64)
+    sphere.SetPhiResolution(64)
+    sphere.Update()
+    assert mesh_dice(tmp_path / "pred.nrrd", sphere.GetOutput()) > 0.97
+    # The same ball moved by its radius: lens volume 5/12 pi r^3, so Dice = 10/32.
+    sphere.SetCenter(center_world[0] + 8.0, center_world[1], center_world[2])
+    sphere.Update()
+    assert mesh_dice(tmp_path / "pred.nrrd", sphere.GetOutput()) == pytest.approx(
+        10 / 32, abs=0.02)
