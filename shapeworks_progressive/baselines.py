@@ -239,7 +239,9 @@ def train_deepssm(model: DeepSSM, train_split, val_split, config: dict,
         model.set_decoder_trainable(True)
         run_stage("fine_tune", _stage_config(config, fine_tune_epochs, lr=fine_tune_lr))
         model.set_decoder_trainable(False)
-    return _finish(out_dir, stages, candidates)
+    result = _finish(out_dir, stages, candidates)
+    _load_weights(model, result.best_path)
+    return result
 
 
 # -- TL-DeepSSM ---------------------------------------------------------------------------
