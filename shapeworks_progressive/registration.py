@@ -175,7 +175,7 @@ def register_to_reference(image, reference_image, *, reference_mask=None,
             transform.SetOffset(fixed_to_moving[:3, 3].tolist())
             shrink, smooth, rate = (2, 1), (1.0, 0.0), 2.0
         else:
-            transform = sitk.Euler3DTransform() if stage == "rigid" else \
+            transform = sitk.VersorRigid3DTransform() if stage == "rigid" else \
                 sitk.Similarity3DTransform()
             transform.SetCenter(fixed_centre.tolist())
             rotation = fixed_to_moving[:3, :3]
@@ -187,7 +187,9 @@ def register_to_reference(image, reference_image, *, reference_mask=None,
                 transform.SetMatrix(rotation.ravel().tolist())
             offset = fixed_to_moving[:3, 3] + rotation @ fixed_centre - fixed_centre
             transform.SetTranslation(offset.tolist())
-            shrink, smooth, rate = (1,), (0.0,), 1.0
+            # rigid: coarse-to-fine widens the capture range; similarity refines only
+            shrink, smooth, rate = ((2, 1), (1.0, 0.0), 1.0) if stage == "rigid" else \
+                ((1,), (0.0,), 1.0)
         method = _make_method(reference_mask, bins=bins, iterations=iterations,
                               sampling=sampling, seed=seed, shrink=shrink, smooth=smooth,
                               learning_rate=rate)
