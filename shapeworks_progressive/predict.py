@@ -23,7 +23,8 @@
                                   image grid (models with a segmentation decoder only)
 
    and ``<out>/predictions.json`` (see :mod:`~shapeworks_progressive.writeback`), with the
-   registration outcome and the seconds spent per subject (registration included).
+   registration outcome and the seconds spent per subject (registration included). It
+   lists the predictions of this call only (a later call replaces it).
 5. **Write back**: ``<project>_predicted.swproj`` beside the project (the original file is
    never written) and, on request, the layout Studio's DeepSSM tab reads.
 """
