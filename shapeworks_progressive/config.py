@@ -57,7 +57,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "segmentation": True},
     "loss": {"particle": "mse", "focal_a": 1.32, "focal_c": 2.0, "seg_weight": 5.0,
              "deep_supervision": "all", "scale_weights": None},
-    "schedule": {"progressive": True, "epochs_per_stage": 15, "final_epochs": 30,
+    "schedule": {"progressive": True, "epochs_per_stage": 12, "final_epochs": 36,
                  "fade_in_epochs": 0},
     "optim": {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 8, "lr_schedule": "cosine",
               "grad_clip": 10.0},

@@ -134,7 +134,7 @@ def test_switches_progression_and_segmentation_off(splits, tmp_path):
 
 def test_switches_change_which_loss_terms_are_active():
     config = load_config(overrides={"data": {"scales": SCALES}})
-    assert stage_plan(config, 3) == [(1, 15), (2, 15), (3, 30)]
+    assert stage_plan(config, 3) == [(1, 12), (2, 12), (3, 36)]
     off = load_config(overrides={"schedule": {"progressive": False}})
     assert stage_plan(off, 3) == [(3, 60)]
     target = torch.zeros(1, 16, 3)

@@ -19,7 +19,8 @@ Architecture
   mapped by a shared MLP (1x1 convolutions over particles) to an offset in mm. The last
   layer starts at zero, so a new scale starts exactly at the carried-up prediction.
 * **Segmentation decoder** (optional): a U-Net decoder on the encoder's skip features
-  predicting foreground logits on the input grid, the shape prior of the multi-task loss.
+  down to half resolution, whose logits are upsampled (trilinear) to the input grid; the
+  shape prior of the multi-task loss.
 
 Coordinates: world mm, identity-direction grid with ``origin`` (centre of voxel 0),
 ``spacing`` and ``size`` in (X, Y, Z) order; image tensors are ``(B, 1, X, Y, Z)``.
@@ -187,11 +188,14 @@ class ProgressiveDeepSSM(ParticleModel):
             [_PointHead(point_features, head_hidden) for _ in scale_sizes])
 
         # Segmentation decoder (U-Net style)
+        # (decoding stops at level 1, half resolution, and the logits are upsampled: a
+        # full-resolution decoder block would cost ~3x the whole full-resolution encoder)
+        self._seg_level = min(1, levels - 1)
         if self.has_segmentation:
-            self.decoder = nn.ModuleList(
-                [_ConvBlock(widths[level + 1] + widths[level], widths[level])
-                 for level in range(levels - 1)])
-            self.seg_out = nn.Conv3d(widths[0], 1, 1)
+            self.decoder = nn.ModuleDict(
+                {str(level): _ConvBlock(widths[level + 1] + widths[level], widths[level])
+                 for level in range(self._seg_level, levels - 1)})
+            self.seg_out = nn.Conv3d(widths[self._seg_level], 1, 1)
 
     @property
     def init_kwargs(self) -> dict[str, Any]:
@@ -278,9 +282,11 @@ class ProgressiveDeepSSM(ParticleModel):
         logits = None
         if self.has_segmentation:
             x = features[-1]
-            for level in range(len(features) - 2, -1, -1):
+            for level in range(len(features) - 2, self._seg_level - 1, -1):
                 skip = features[level]
                 x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
-                x = self.decoder[level](torch.cat([x, skip], dim=1))
+                x = self.decoder[str(level)](torch.cat([x, skip], dim=1))
             logits = self.seg_out(x)
+            if logits.shape[2:] != shape:
+                logits = F.interpolate(logits, size=shape, mode="trilinear", align_corners=False)
         return ModelOutput(particles=outputs, segmentation_logits=logits)
