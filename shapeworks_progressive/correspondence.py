@@ -183,7 +183,7 @@ def correspond_shape(template_aligned: np.ndarray, vertices_local: np.ndarray,
                      faces: np.ndarray, alignment: np.ndarray, *, target_points: int = 1500,
                      seed: int = 0, control_points: int = 512, alpha: float = 1.0,
                      beta: float = 1.0, max_iterations: int = 80,
-                     relax_iterations: int = 30) -> dict:
+                     relax_iterations: int = 10) -> dict:
     """Particles of one groomed shape, in its local frame, from the template.
 
     Parameters

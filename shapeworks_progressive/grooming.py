@@ -151,7 +151,7 @@ def rigid_icp(source_points: np.ndarray, target_mesh, *, iterations: int = 100,
 
 
 def alignment_transform(vertices: np.ndarray, faces: np.ndarray, reference_mesh_aligned, *,
-                        iterations: int = 100) -> np.ndarray:
+                        iterations: int = 50, landmarks: int = 500) -> np.ndarray:
     """Forward alignment (4, 4): subject frame -> aligned frame, centring then ICP.
 
     Parameters
@@ -160,6 +160,8 @@ def alignment_transform(vertices: np.ndarray, faces: np.ndarray, reference_mesh_
         The subject's groomed surface in its own frame (mm).
     reference_mesh_aligned : vtkPolyData
         The reference surface already in the aligned frame (the medoid, centred).
+    iterations, landmarks : int, default: 50, 500
+        ICP iterations and source points per iteration (see :func:`rigid_icp`).
 
     Returns
     -------
@@ -168,5 +170,6 @@ def alignment_transform(vertices: np.ndarray, faces: np.ndarray, reference_mesh_
     """
     centering = translation_matrix(-surface_center_of_mass(vertices, faces))
     centred = np.asarray(vertices, dtype=float) + centering[:3, 3]
-    icp = rigid_icp(centred, reference_mesh_aligned, iterations=iterations)
+    icp = rigid_icp(centred, reference_mesh_aligned, iterations=iterations,
+                    landmarks=landmarks)
     return icp @ centering

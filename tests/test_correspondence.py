@@ -50,7 +50,8 @@ def test_farthest_point_prefixes_are_nested_and_cover():
     particles = template_particles(vertices, faces, 128)
     coverage = prefix_coverage(particles, vertices, [16, 32, 64, 128])
     # nested: every prefix of the 128 is the farthest-point order of its own size
-    assert np.array_equal(farthest_point_order(vertices, 32), farthest_point_order(vertices, 64)[:32])
+    assert np.array_equal(farthest_point_order(vertices, 32),
+                          farthest_point_order(vertices, 64)[:32])
     assert coverage[16] > coverage[32] > coverage[64] > coverage[128]
     # evenly spread: the surface area is about 1000 mm^2, so n points of spacing
     # sqrt(area / n) cover it within about that spacing

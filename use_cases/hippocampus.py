@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,11 +133,29 @@ def _one_blas_thread() -> None:
 
 
 def _pool_map(ctx: Context, function, *iterables) -> list:
-    """Map ``function`` over subjects with a process pool of ``ctx.workers``."""
+    """Map ``function`` over subjects with a process pool of ``ctx.workers``.
+
+    Logs progress about every tenth of the subjects; results keep the input order.
+    """
+    arguments = list(zip(*iterables))
+    every = max(1, len(arguments) // 10)
+    results = [None] * len(arguments)
+
+    def note(done: int) -> None:
+        if len(arguments) >= 40 and done % every == 0 and done < len(arguments):
+            logger.info("    %d of %d subjects", done, len(arguments))
+
     if ctx.workers <= 1:
-        return list(map(function, *iterables))
+        for i, args in enumerate(arguments):
+            results[i] = function(*args)
+            note(i + 1)
+        return results
     with ProcessPoolExecutor(max_workers=ctx.workers, initializer=_one_blas_thread) as pool:
-        return list(pool.map(function, *iterables, chunksize=2))
+        futures = {pool.submit(function, *args): i for i, args in enumerate(arguments)}
+        for done, future in enumerate(as_completed(futures), start=1):
+            results[futures[future]] = future.result()
+            note(done)
+    return results
 
 
 # --------------------------------------------------------------------------------------
@@ -174,13 +192,14 @@ def _align_one(groomed_mesh: str, reference_vertices: np.ndarray, reference_face
 
 
 def _correspond_one(template_aligned: np.ndarray, groomed_mesh: str, alignment: list,
-                    seed: int) -> dict:
+                    seed: int, settings: dict) -> dict:
     from shapeworks_progressive.correspondence import correspond_shape
     from shapeworks_progressive.meshes import mesh_to_arrays, read_mesh
 
     vertices, faces = mesh_to_arrays(read_mesh(groomed_mesh))
     return correspond_shape(template_aligned, vertices, faces, np.asarray(alignment),
-                            seed=seed)
+                            seed=seed, alpha=settings["alpha"], beta=settings["beta"],
+                            relax_iterations=settings["relax_iterations"])
 
 
 # --------------------------------------------------------------------------------------
@@ -219,7 +238,8 @@ def step_groom(ctx: Context) -> None:
     shapes = ctx.results["shapes"]["meshes"]
     groomed = [str(ctx.path("groomed", f"{n}_groomed.vtk")) for n in ctx.names]
     settings = {"shapes": ctx.results["shapes"]["meshes"], "seed": ctx.seed,
-                "smoothing": 15, "icp_iterations": 100, "version": 1}
+                "smoothing": 15, "icp_iterations": 50, "icp_landmarks": 500,
+                "version": 1}
 
     def work() -> dict:
         seeds = [ctx.seed * 100003 + i for i in range(len(ctx.names))]
@@ -272,7 +292,7 @@ def step_correspondence(ctx: Context) -> None:
     world = [str(folder / f"{n}_groomed_world.particles") for n in ctx.names]
     settings = {"groom": _digest(groom), "particles": ctx.particles, "seed": ctx.seed,
                 "method": "template-cpd-procrustes", "alpha": 1.0, "beta": 1.0,
-                "relax_iterations": 30, "version": 1}
+                "relax_iterations": 10, "version": 1}
 
     def work() -> dict:
         reference = groom["reference"]
@@ -282,7 +302,7 @@ def step_correspondence(ctx: Context) -> None:
         count = len(ctx.names)
         seeds = [ctx.seed * 100003 + i for i in range(count)]
         found = _pool_map(ctx, _correspond_one, [template_aligned] * count, groom["groomed"],
-                          groom["alignments"], seeds)
+                          groom["alignments"], seeds, [settings] * count)
         particles_aligned = np.stack([f["particles_aligned"] for f in found])
         procrustes, _ = generalized_procrustes(particles_aligned)
         for i in range(count):
@@ -520,6 +540,55 @@ STEPS: list[Callable[[Context], None]] = [
 
 
 # --------------------------------------------------------------------------------------
+# Step 6: train, predict the test split, evaluate (``shapeworks-progressive run``)
+
+# Sized for this 2-core CPU machine: the default demo (154 training subjects, 2 mm grid,
+# about 30 s per epoch) trains 24 epochs in about 15 minutes, so that preparation, training,
+# prediction and evaluation fit in about 30 minutes; --tiny trains 10 small epochs.
+RUN_CONFIG = {
+    "data": {"spacing": 2.0, "padding_mm": 10.0, "scales": None},
+    "schedule": {"progressive": True, "epochs_per_stage": 4, "final_epochs": 12},
+    "run": {"device": "auto"},
+}
+RUN_CONFIG_TINY = {
+    "data": {"spacing": 2.0, "padding_mm": 10.0, "scales": None},
+    "model": {"channels": 4, "levels": 3, "head_hidden": 32, "global_hidden": 64},
+    "schedule": {"progressive": True, "epochs_per_stage": 2, "final_epochs": 4},
+    "optim": {"batch_size": 4},
+    "run": {"device": "auto"},
+}
+
+
+def run_demo(project_path: Path, *, tiny: bool = False, seed: int = 0,
+             progress: bool = True) -> int:
+    """Step 6: ``shapeworks-progressive run`` on the prepared project.
+
+    The run folder ``<project folder>/runs/<tiny|default>_<digest>`` is named by the
+    config and the project file, so a re-run with both unchanged resumes (or reuses) the
+    finished training and only predicts and evaluates again.
+    """
+    from shapeworks_progressive.cli import main as cli_main
+    from shapeworks_progressive.fileio import atomic_write_text
+
+    logger.info("Step 6. Train, predict the test split, evaluate (shapeworks-progressive run)")
+    config = json.loads(json.dumps(RUN_CONFIG_TINY if tiny else RUN_CONFIG))
+    config.setdefault("run", {})["seed"] = seed
+    project_path = Path(project_path).resolve()
+    project_digest = hashlib.sha256(project_path.read_bytes()).hexdigest()
+    label = "tiny" if tiny else "default"
+    run_dir = project_path.parent / "runs" / f"{label}_{_digest([config, project_digest])}"
+    config_path = run_dir.parent / f"{run_dir.name}_config.json"
+    atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
+    argv = ["run", str(project_path), "--config", str(config_path), "--out", str(run_dir)]
+    if (run_dir / "last.pt").is_file():
+        logger.info("  continuing the run in %s (same config and project)", run_dir)
+        argv.append("--resume")
+    if not progress:
+        argv.append("--no-progress")
+    return cli_main(argv)
+
+
+# --------------------------------------------------------------------------------------
 # Entry points
 
 
@@ -575,6 +644,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="processes for per-subject work (default: %(default)s)")
     parser.add_argument("--subjects", type=int, default=None,
                         help="use only the first N subjects")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="stop after preparing the project (no training)")
     return parser.parse_args(argv)
 
 
@@ -585,9 +656,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.particles < 1 or math.log2(args.particles) % 1:
         logger.warning("--particles %d is not a power of two; ShapeWorks would round it up",
                        args.particles)
-    prepare(args.out, args.data, args.tiny, particles=args.particles, seed=args.seed,
-            workers=args.workers, subjects=args.subjects)
-    return 0
+    project_path = prepare(args.out, args.data, args.tiny, particles=args.particles,
+                           seed=args.seed, workers=args.workers, subjects=args.subjects)
+    if args.prepare_only:
+        return 0
+    return run_demo(project_path, tiny=args.tiny, seed=args.seed)
 
 
 if __name__ == "__main__":
