@@ -95,7 +95,7 @@ def test_transforms_and_particles_on_surfaces(prepared):
         # nested prefixes: each one covers the surface better than the one before
         coverage = prefix_coverage(particles_local, vertices, [16, 32, 64])
         assert coverage[16] > coverage[32] > coverage[64]
-        assert coverage[16] < 9.0
+        assert coverage[16] < 12.0  # 16 points on ~1500 mm^2: spacing ~10 mm
     # after grooming every shape is centred near the aligned frame's origin
     assert np.abs(np.asarray(aligned_centres)).max() < 2.0
 
