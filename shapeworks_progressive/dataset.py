@@ -13,6 +13,11 @@
   frame on the grid); their own segmentation, particles and transforms are never used for
   this. The transform found is stored per subject (``image_to_world``), exactly as a
   new unsegmented image will arrive at prediction time (:func:`prepare_prediction_image`).
+  Their particle targets are placed where their anatomy lies in the registered image:
+  the subject's particles in its own image frame (``inv(procrustes @ alignment) @
+  world``) mapped by the registration. So validation and test errors measure the shape
+  predicted in the subject's own image, not the registration's misalignment, and the
+  particle and segmentation targets agree.
   Stages: translation then rigid, plus similarity when the project's Procrustes scales
   (``procrustes_scaling``), because otherwise the world frame keeps each shape's size and
   a similarity would erase it.
@@ -48,6 +53,7 @@ from .grid import Grid
 from .normalization import IntensityNormalization
 from .registration import STAGES, RegistrationResult, register_to_reference
 from .scales import choose_particle_order, validate_scale_sizes
+from .transforms import apply_transform
 
 __all__ = [
     "SPLITS",
@@ -62,7 +68,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _MESH_SUFFIXES = (".vtk", ".vtp", ".ply", ".stl", ".obj")
 
 
@@ -378,8 +384,6 @@ def registration_particle_error(particles_world: np.ndarray, true_image_to_world
     The true world particles are taken back to the image frame with the true transform,
     then forward with ``image_to_world`` (e.g. from registration).
     """
-    from .transforms import apply_transform
-
     particles_image = apply_transform(particles_world, true_image_to_world, inverse=True)
     moved = apply_transform(particles_image, image_to_world)
     return float(np.linalg.norm(moved - np.asarray(particles_world), axis=1).mean())
@@ -608,9 +612,15 @@ def _build(project, subjects, particles_by_row, scale_sizes, reference_row, stag
             results.append(result.to_dict())
             bar.update(1)
         rows = _rows_of(subjects, split)
+        # Targets where the anatomy lies in the registered image: the subject's particles in
+        # its own image frame (inverse of procrustes @ alignment), then the registration.
+        targets = [apply_transform(apply_transform(particles_by_row[index][order],
+                                                   subject.world_transform(0), inverse=True),
+                                   transform)
+                   for (index, subject), transform in zip(members, transforms)]
         splits[split] = SplitData([s.name for _, s in members], rows, np.stack(images),
-                                  np.stack(segs), particles_of(rows), np.stack(transforms),
-                                  results)
+                                  np.stack(segs), np.stack(targets).astype(np.float32),
+                                  np.stack(transforms), results)
     bar.close()
 
     data = PreparedData(grid=grid, normalization=normalization, scale_sizes=scale_sizes,

@@ -187,6 +187,21 @@ def test_val_registration_recovers_the_true_transform(tiny):
         assert data.split(split).registrations[0]["converged"]
 
 
+def test_val_and_test_targets_follow_the_registered_image(tiny):
+    # Targets are the subject's image-frame particles mapped by the registration found,
+    # not the optimized world particles: they sit where the registered image shows them.
+    _, path, truths, data, _ = tiny
+    project = Project.load(path)
+    for split, row in (("val", 4), ("test", 5)):
+        part = data.split(split)
+        world = np.loadtxt(project.subjects[row].world_particles[0])[data.particle_order]
+        in_image = apply_transform(world, truths[row], inverse=True)
+        expected = apply_transform(in_image, part.image_to_world[0])
+        np.testing.assert_allclose(part.particles_world[0], expected, atol=1e-4)
+        # and they differ from the world file by the registration's small misalignment only
+        assert np.abs(part.particles_world[0] - world).max() < 2.0
+
+
 def test_cache_is_reused_then_rebuilt_after_a_change(tiny):
     folder, path, _, data, first_seconds = tiny
     started = time.perf_counter()
