@@ -1,16 +1,25 @@
 """Evaluate predicted shapes: particle errors, surface distances, Dice, and the floor.
 
-Everything is measured in the **world frame** (mm), where the particles are predicted:
+Everything is measured in the **prediction's world frame** (mm): the frame the image was
+brought into by ``image_to_world`` (for a new image, the registration to the reference).
+The ground truth is taken to that frame through the subject's *own image frame*:
+``image_to_world @ inv(procrustes @ alignment)`` for particles, ``image_to_world`` for the
+original surface, which lies in the image frame. With rigid transforms this equals
+measuring in the subject's own image, as ShapeWorks DeepSSM does (local predictions
+against the original mesh), so a registration's misalignment is not counted as shape
+error; for a training subject (``image_to_world = procrustes @ alignment``) it is the
+optimized world frame itself.
 
 - **Particle RMSE**: ``sqrt(mean_i |p_i - t_i|^2)`` over the particles of a scale, with
-  ``t`` the subject's optimized world particles (``world_particles_<d>``, or its local
-  particles mapped by ``procrustes @ alignment``); also the mean per-particle distance.
+  ``t`` the subject's optimized particles (``world_particles_<d>``, or its local
+  particles mapped by ``procrustes @ alignment``) brought to the prediction's frame; also
+  the mean per-particle distance.
 - **Surfaces**: the template mesh (the reference subject's groomed mesh and particles,
   mapped to world) is warped by the predicted particles (:class:`MeshWarper`); coarse
   scales use a template built from the same prefix of particles. The **original surface**
   is the subject's ``shape_<d>`` (a mesh, or a mesh of the segmentation contoured at 0.5
   without smoothing, as ShapeWorks' ``toMesh(0.5)``; the groomed mesh when there is no
-  shape), mapped to world by the subject's ``procrustes @ alignment``. We report the
+  shape), mapped by the prediction's ``image_to_world``. We report the
   per-vertex point-to-triangle distances both ways, their symmetric mean (ShapeWorks
   DeepSSM's test distance), the 95th percentile of both directions pooled and the
   Hausdorff distance.
@@ -106,11 +115,13 @@ def _is_mesh(path) -> bool:
     return is_mesh_path(path)
 
 
-def original_surface_world(subject, *, domain_index: int = 0):
-    """The subject's original surface in the world frame, or ``None`` if it has none.
+def original_surface_world(subject, *, domain_index: int = 0,
+                           image_to_world: np.ndarray | None = None):
+    """The subject's original surface in a world frame, or ``None`` if it has none.
 
     ``shape_<d>`` (mesh, or segmentation contoured at 0.5 without smoothing), else the
-    groomed mesh; mapped by the subject's ``procrustes @ alignment``.
+    groomed mesh, both in the subject's image frame; mapped by ``image_to_world``
+    (default: the subject's ``procrustes @ alignment``).
     """
     from .meshes import read_mesh, transform_mesh
 
@@ -131,7 +142,9 @@ def original_surface_world(subject, *, domain_index: int = 0):
         mesh = read_mesh(groomed)
     else:
         return None
-    return transform_mesh(mesh, subject.world_transform(domain_index))
+    if image_to_world is None:
+        image_to_world = subject.world_transform(domain_index)
+    return transform_mesh(mesh, image_to_world)
 
 
 def segmentation_dice(predicted_path: str | os.PathLike, truth_path: str | os.PathLike
@@ -193,17 +206,29 @@ def mesh_dice(predicted_path: str | os.PathLike, truth_mesh) -> float:
     return dice(sitk.GetArrayViewFromImage(predicted), truth_zyx)
 
 
-def _truth_particles(subject, domain_index: int = 0) -> np.ndarray | None:
+def _truth_particles(subject, domain_index: int = 0,
+                     image_to_world: np.ndarray | None = None) -> np.ndarray | None:
+    """The subject's optimized particles (N, 3), mm, in the frame of ``image_to_world``.
+
+    World particles are taken back to the subject's image frame with its ``procrustes @
+    alignment`` and forward with ``image_to_world`` (default: unchanged world particles).
+    """
     from .particles import read_particles
     from .transforms import apply_transform
 
+    subject_to_world = subject.world_transform(domain_index)
     world = subject.world_particles[domain_index] if subject.world_particles else None
-    if world is not None and Path(world).is_file():
-        return read_particles(world)
     local = subject.local_particles[domain_index] if subject.local_particles else None
-    if local is not None and Path(local).is_file():
-        return apply_transform(read_particles(local), subject.world_transform(domain_index))
-    return None
+    if world is not None and Path(world).is_file():
+        particles_world = read_particles(world)
+    elif local is not None and Path(local).is_file():
+        particles_world = apply_transform(read_particles(local), subject_to_world)
+    else:
+        return None
+    if image_to_world is None:
+        return particles_world
+    particles_image = apply_transform(particles_world, subject_to_world, inverse=True)
+    return apply_transform(particles_image, image_to_world)
 
 
 def _find_subject(project, prediction):
@@ -269,8 +294,12 @@ def evaluate_predictions(project, predictions: list, out_dir: str | os.PathLike,
         iterator = tqdm(predictions, desc="evaluate", unit="subject")
     for prediction in iterator:
         subject = _find_subject(project, prediction)
-        truth = _truth_particles(subject) if subject is not None else None
-        original = original_surface_world(subject) if subject is not None else None
+        frame = (None if prediction.image_to_world is None
+                 else np.asarray(prediction.image_to_world, dtype=float))
+        truth = (_truth_particles(subject, image_to_world=frame)
+                 if subject is not None else None)
+        original = (original_surface_world(subject, image_to_world=frame)
+                    if subject is not None else None)
         n_total = len(prediction.particles_world)
         dice_value = math.nan
         shape = subject.shapes[0] if subject is not None and subject.shapes else None
@@ -386,7 +415,7 @@ def summarize(rows: list[dict], *, method: str = "displacement", reference_index
                                 for m in SUMMARY_METRICS}
     finest = [r for r in rows if r["is_finest"]]
     return {
-        "frame": "world",
+        "frame": "prediction",
         "units": "mm",
         "warp_method": method,
         "template_row": reference_index,

@@ -29,6 +29,7 @@ def _predictions(project, *, noise: float, order: np.ndarray, rows=(1, 3)):
         predicted = truth + rng.normal(scale=noise, size=truth.shape)
         out.append(PredictedShape(name=subject.name, row_index=row, particles_world=predicted,
                                   particle_order=order,
+                                  image_to_world=subject.world_transform(0),
                                   scales={32: predicted[order[:32]],
                                           128: predicted[order]}))
     return out
@@ -59,6 +60,33 @@ def test_true_particles_reach_the_floor_and_coarse_scales_use_the_order(project,
     assert all(c["surface_mean_mm"] > f["surface_mean_mm"] for c, f in zip(coarse, finest))
 
 
+def test_ground_truth_is_measured_in_the_prediction_frame(project, tmp_path):
+    # A new image registered 3 mm and 5 degrees away from the subject's optimized frame:
+    # a prediction that follows the anatomy in that frame has zero error.
+    from scipy.spatial.transform import Rotation
+
+    from shapeworks_progressive.transforms import apply_transform
+
+    subject = project.subjects[1]
+    moved = np.eye(4)
+    moved[:3, :3] = Rotation.from_euler("z", 5, degrees=True).as_matrix()
+    moved[:3, 3] = [3.0, 0.0, 0.0]
+    image_to_world = moved @ subject.world_transform(0)
+    truth = read_particles(subject.world_particles[0])
+    predicted = apply_transform(truth, moved)
+    prediction = PredictedShape(name=subject.name, row_index=1, particles_world=predicted,
+                                image_to_world=image_to_world, particle_order=np.arange(128))
+    row = evaluate_predictions(project, [prediction], tmp_path / "eval",
+                               save_meshes=False).rows[-1]
+    assert row["particle_rmse_mm"] == pytest.approx(0.0, abs=1e-6)
+    assert row["surface_mean_mm"] == pytest.approx(row["floor_surface_mean_mm"], abs=1e-6)
+    # The unmoved truth, in the moved frame, is off by about the misalignment.
+    stale = PredictedShape(name=subject.name, row_index=1, particles_world=truth,
+                           image_to_world=image_to_world, particle_order=np.arange(128))
+    row = evaluate_predictions(project, [stale], tmp_path / "eval2", save_meshes=False).rows[-1]
+    assert row["particle_rmse_mm"] > 3.0
+
+
 def test_noisy_prediction_outputs_csv_summary_and_meshes(project, tmp_path):
     from vtkmodules.util.numpy_support import vtk_to_numpy
 
@@ -80,7 +108,7 @@ def test_noisy_prediction_outputs_csv_summary_and_meshes(project, tmp_path):
         table = list(csv.DictReader(handle))
     assert len(table) == 4 and table[1]["scale"] == "128" and table[1]["subject"] == "LA_03"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["frame"] == "world" and summary["scales"] == [32, 128]
+    assert summary["frame"] == "prediction" and summary["scales"] == [32, 128]
     finest_rmse = [r["particle_rmse_mm"] for r in result.rows if r["is_finest"]]
     assert summary["per_scale"]["128"]["particle_rmse_mm"]["mean"] == pytest.approx(
         np.mean(finest_rmse))
