@@ -40,7 +40,8 @@ def read_image(path: str | os.PathLike):
 
     Any scalar pixel type is accepted (integer or float). A multi-component image keeps
     its first component (with a warning). NaN and Inf voxels are replaced by the smallest
-    finite value (0 when none is finite), with a warning that names the file.
+    finite value, with a warning that names the file; a constant image is read with a
+    warning (it normalizes to 0).
 
     Parameters
     ----------
@@ -57,7 +58,7 @@ def read_image(path: str | os.PathLike):
     FileNotFoundError
         The file does not exist (resolved path in the message).
     ImageError
-        SimpleITK cannot read it, or it is not 3D.
+        SimpleITK cannot read it, it is not 3D, or no voxel is finite (all NaN/Inf).
     """
     import SimpleITK as sitk
 
@@ -80,15 +81,22 @@ def read_image(path: str | os.PathLike):
     # replace NaN/Inf so that no later step (resampling, statistics) sees them
     array = sitk.GetArrayViewFromImage(image)
     finite = np.isfinite(array)
+    if not finite.any():
+        raise ImageError(f"image {path} holds no finite voxel (all {array.size} are NaN or "
+                         "Inf); it cannot be used")
     if not finite.all():
         n_bad = int(array.size - finite.sum())
-        fill = float(array[finite].min()) if finite.any() else 0.0
+        fill = float(array[finite].min())
         warnings.warn(f"image {path} holds {n_bad} NaN/Inf voxel(s) of {array.size}; "
                       f"replaced by {fill:g}", UserWarning, stacklevel=2)
         clean = np.where(finite, array, np.float32(fill)).astype(np.float32)
         fixed = sitk.GetImageFromArray(clean)
         fixed.CopyInformation(image)
         image = fixed
+    low, high = float(np.min(array[finite])), float(np.max(array[finite]))
+    if low == high:
+        warnings.warn(f"image {path} is constant ({low:g} everywhere); it carries no "
+                      "intensity information and normalizes to 0", UserWarning, stacklevel=2)
     return image
 
 
