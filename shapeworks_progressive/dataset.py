@@ -224,9 +224,16 @@ def _check_inputs(project, subjects: dict) -> dict:
                 problems.append(f"{where} has no world particle file")
                 continue
             try:
-                particles[index] = read_particles(world)
+                points = read_particles(world)
             except (FileNotFoundError, ValueError) as err:
                 problems.append(f"{where}: {err}")
+                continue
+            if not np.all(np.isfinite(points)):
+                bad = int(np.count_nonzero(~np.all(np.isfinite(points), axis=1)))
+                problems.append(f"{where}: world particle file {world} holds NaN or Inf "
+                                f"({bad} of {len(points)} particles)")
+                continue
+            particles[index] = points
     counts = {index: len(p) for index, p in particles.items()}
     if len(set(counts.values())) > 1:
         values, frequency = np.unique(list(counts.values()), return_counts=True)
@@ -494,8 +501,9 @@ def prepare_dataset(project, cache_dir, *, spacing: float | Sequence[float] = (1
     Raises
     ------
     ProjectValidationError
-        Before any image work: missing images, shapes or particle files, or particle
-        counts that differ; every offending subject is named.
+        Before any image work: missing images, shapes or particle files, empty or
+        non-finite particle files, particle counts that differ, several domains, no
+        training subject; every offending subject and file is named.
     ConfigError
         Invalid ``scales``.
     """

@@ -51,9 +51,9 @@ import numpy as np
 
 from .fileio import atomic_write_text
 
-__all__ = ["evaluate_predictions", "evaluate_run", "EvaluationResult", "original_surface_world",
-           "particle_errors", "segmentation_dice", "mesh_dice", "summarize", "read_evaluation_csv",
-           "CSV_COLUMNS"]
+__all__ = ["check_ground_truth", "evaluate_predictions", "evaluate_run", "EvaluationResult",
+           "original_surface_world", "particle_errors", "segmentation_dice", "mesh_dice",
+           "summarize", "read_evaluation_csv", "CSV_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +246,47 @@ def _nan_row(**values) -> dict:
     return row
 
 
+def check_ground_truth(project, predictions: list) -> None:
+    """Check every prediction's ground truth before any evaluation work.
+
+    Raises
+    ------
+    ProjectValidationError
+        Listing every problem at once: several domains, a subject's particle file that is
+        unreadable, empty or holds NaN/Inf, or holds another number of particles than the
+        prediction; each names the subject and the file.
+    """
+    from .errors import ProjectValidationError
+    from .particles import read_particles
+
+    problems = []
+    if len(project.domains) != 1:
+        problems.append(f"project {project.path} has {len(project.domains)} domains "
+                        f"{project.domains}; evaluation compares one domain")
+    for prediction in predictions:
+        subject = _find_subject(project, prediction)
+        if subject is None:
+            continue
+        where = f"subject {subject.name!r} (prediction {prediction.name!r})"
+        for paths in (subject.world_particles, subject.local_particles):
+            path = paths[0] if paths else None
+            if path is None or not Path(path).is_file():
+                continue
+            try:
+                truth = read_particles(path)
+            except ValueError as err:
+                problems.append(f"{where}: {err}")
+                break
+            if not np.all(np.isfinite(truth)):
+                problems.append(f"{where}: particle file {path} holds NaN or Inf")
+            elif len(truth) != len(prediction.particles_world):
+                problems.append(f"{where}: particle file {path} has {len(truth)} particles "
+                                f"but the prediction has {len(prediction.particles_world)}")
+            break
+    if problems:
+        raise ProjectValidationError(problems)
+
+
 def evaluate_predictions(project, predictions: list, out_dir: str | os.PathLike, *,
                          method: str = "displacement", save_meshes: bool = True,
                          progress: bool = False) -> EvaluationResult:
@@ -273,6 +314,7 @@ def evaluate_predictions(project, predictions: list, out_dir: str | os.PathLike,
     from .meshes import write_mesh
     from .surface_distance import surface_distances
 
+    check_ground_truth(project, predictions)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     warpers: dict = {}
