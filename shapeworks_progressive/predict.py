@@ -166,8 +166,9 @@ def select_targets(project, subjects: Sequence[str] | None = None,
     Raises
     ------
     ProjectValidationError
-        Listing every problem: unknown subject names (with the names that exist), empty
-        splits, subjects without an image, missing or unreadable images, duplicate names.
+        Listing every problem: several domains, unknown subject names (with the names
+        that exist), empty splits, subjects without an image, missing or unreadable
+        images, duplicate names.
     """
     from .validation import read_image_info
 
@@ -176,6 +177,9 @@ def select_targets(project, subjects: Sequence[str] | None = None,
     if not subjects and not images:
         subjects = ["test"]
     problems: list[str] = []
+    if len(project.domains) != 1:
+        problems.append(f"project {project.path} has {len(project.domains)} domains "
+                        f"{project.domains}; Progressive DeepSSM predicts one domain")
     targets: list[PredictionTarget] = []
     seen_rows: set[int] = set()
     by_name = {s.name: i for i, s in enumerate(project.subjects)}
