@@ -1,0 +1,142 @@
+"""compare: two models x two seeds on the tiny synthetic ellipsoid project (CPU, 1 thread).
+
+The project is ``test_predict.make_consistent_project`` (4 train, 1 val, 1 test subjects,
+64 particles in 4 scales). Each run trains in its own process, as the command does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from shapeworks_progressive.cli import main
+from shapeworks_progressive.compare import (METRICS, check_targets, compare, epoch_plan,
+                                            parse_models)
+from shapeworks_progressive.config import default_config
+from shapeworks_progressive.errors import ConfigError
+
+from test_predict import TINY_CONFIG, make_consistent_project
+
+EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compare")
+    path, _ = make_consistent_project(folder / "project")
+    config = folder / "tiny_config.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    out = folder / "compare"
+    result = compare(path, "deepssm,progressive", seeds=2, config=config, out_dir=out,
+                     epochs=EPOCHS, progress=False)
+    return path, config, out, result
+
+
+def test_table_has_a_row_per_model_and_every_metric(compared):
+    _, _, out, result = compared
+    assert sorted(result.trained) == ["deepssm/seed0", "deepssm/seed1", "progressive/seed0",
+                                      "progressive/seed1"]
+    with open(out / "compare.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["model"] for r in rows] == ["deepssm", "progressive"]
+    assert [r["seeds"] for r in rows] == ["2", "2"]
+    for metric in METRICS:
+        assert f"{metric}_mean" in rows[0] and f"{metric}_std" in rows[0]
+    # Dice only where there is a segmentation output
+    assert rows[0]["dice_mean"] == "" and 0 < float(rows[1]["dice_mean"]) <= 1
+    markdown = (out / "compare.md").read_text()
+    assert "| `deepssm` | 2 |" in markdown and "| `progressive` | 2 |" in markdown
+    assert "## Targets" in markdown and "test surface distance (mm)" in markdown
+    assert (out / "compare_surface_distance.png").stat().st_size > 1000
+
+
+def test_mean_and_std_follow_the_per_run_values(compared):
+    _, _, out, _ = compared
+    content = json.loads((out / "compare.json").read_text())
+    assert content["budget"] == {"epochs": EPOCHS, "seeds": [0, 1]}
+    assert content["epoch_plans"]["deepssm"] == {"total": 2, "base": 2, "fine_tune": 0}
+    with open(out / "compare.csv", newline="") as handle:
+        table = {r["model"]: r for r in csv.DictReader(handle)}
+    for model in ("deepssm", "progressive"):
+        runs = [r for r in content["runs"] if r["model"] == model]
+        assert sorted(r["seed"] for r in runs) == [0, 1]
+        assert all(r["epochs"] == EPOCHS for r in runs)
+        for metric in ("surface_mm", "particle_rmse_mm", "train_seconds_per_epoch",
+                       "predict_seconds_per_subject", "peak_memory_mib"):
+            values = np.array([r[metric] for r in runs], dtype=float)
+            assert np.all(np.isfinite(values)) and np.all(values > 0), (model, metric)
+            assert float(table[model][f"{metric}_mean"]) == pytest.approx(values.mean())
+            assert float(table[model][f"{metric}_std"]) == pytest.approx(values.std(ddof=1))
+    # the seeds really differ, and the test distance is the run's own evaluation
+    progressive = [r for r in content["runs"] if r["model"] == "progressive"]
+    assert progressive[0]["surface_mm"] != progressive[1]["surface_mm"]
+    summary = json.loads((out / "progressive" / "seed0" / "evaluation" /
+                          "summary.json").read_text())
+    assert progressive[0]["surface_mm"] == pytest.approx(
+        summary["finest"]["surface_mean_mm"]["mean"])
+    # parameters: the same architecture for both seeds, Base-DeepSSM counts its decoder
+    deep = [r for r in content["runs"] if r["model"] == "deepssm"]
+    assert deep[0]["parameters"] == deep[1]["parameters"] > 64 * 3
+
+
+def test_finished_runs_are_reused_without_retraining(compared):
+    path, config, out, first = compared
+    best = out / "progressive" / "seed1" / "best.pt"
+    before = best.stat().st_mtime_ns
+    again = compare(path, "progressive,deepssm", seeds=2, config=config, out_dir=out,
+                    epochs=EPOCHS, progress=False)
+    assert again.trained == []
+    assert best.stat().st_mtime_ns == before
+    table = {row["model"]: row for row in again.table}
+    old = {row["model"]: row for row in first.table}
+    assert table["progressive"]["surface_mm_mean"] == pytest.approx(
+        old["progressive"]["surface_mm_mean"])
+
+
+def test_unknown_model_lists_the_choices(tmp_path, capsys):
+    with pytest.raises(ConfigError) as info:
+        parse_models("deepssm,progresive,unet")
+    message = str(info.value)
+    assert "'progresive'" in message and "did you mean 'progressive'" in message
+    assert "'unet'" in message
+    for name in ("deepssm", "tl-deepssm", "single-scale", "progressive-no-seg",
+                 "progressive-shallow"):
+        assert name in message
+    status = main(["compare", str(tmp_path / "missing.swproj"), "--models", "unet"])
+    assert status == 2
+    assert "choices: deepssm, tl-deepssm" in capsys.readouterr().err
+
+
+def test_every_model_gets_the_same_epoch_budget():
+    config = default_config()
+    plans = {m: epoch_plan(m, 72, config, 4) for m in parse_models(
+        "deepssm,tl-deepssm,single-scale,progressive,progressive-no-seg,progressive-shallow")}
+    assert plans["progressive"] == {"total": 72, "epochs_per_stage": 12, "final_epochs": 36}
+    assert plans["deepssm"] == {"total": 72, "base": 70, "fine_tune": 2}
+    assert plans["tl-deepssm"] == {"total": 72, "ae": 32, "t_flank": 32, "joint": 8}
+    for plan in plans.values():
+        assert sum(v for k, v in plan.items() if k not in ("total", "epochs_per_stage")) + (
+            plan.get("epochs_per_stage", 0) * 3) == 72
+
+
+def test_targets_are_judged_from_the_table():
+    def row(model, surface, std, seconds, predict):
+        return {"model": model, "surface_mm_mean": surface, "surface_mm_std": std,
+                "train_seconds_per_epoch_mean": seconds,
+                "predict_seconds_per_subject_mean": predict}
+
+    met = check_targets([row("deepssm", 2.0, 0.2, 10.0, 0.5),
+                         row("progressive", 1.6, 0.1, 14.0, 0.8)])
+    assert [t["met"] for t in met] == [True, True, True]
+    assert "20.0% lower" in met[0]["text"] and "1.40 x" in met[1]["text"]
+    missed = check_targets([row("deepssm", 2.0, 0.2, 10.0, 0.5),
+                            row("progressive", 1.8, 0.3, 16.0, 1.2)])
+    assert [t["met"] for t in missed] == [False, False, False]
+    worse = check_targets([row("deepssm", 2.0, 0.2, 10.0, 0.5),
+                           row("progressive", 2.2, 0.1, 10.0, 0.5)])
+    assert worse[0]["met"] is False and "10.0% higher" in worse[0]["text"]
+    assert check_targets([row("progressive", 1.0, math.nan, 1.0, 0.1)])[0]["met"] is None
