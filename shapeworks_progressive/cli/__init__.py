@@ -4,7 +4,8 @@ Each subcommand lives in its own module of this package with two functions:
 ``add_parser(subparsers)`` (builds its argparse parser, cheap: no torch or VTK import)
 and ``run(args) -> int`` (does the work; heavy imports happen here). Errors for bad
 input (:class:`~shapeworks_progressive.errors.ShapeWorksInputError`, missing files) are
-reported in one message and exit with status 2; other failures propagate.
+reported in one message and exit with status 2; other operating-system errors (disk
+full, permissions) in one message with status 1; other failures propagate (status 1).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ShapeWorksInputError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, permissions, a file where a folder should be
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
