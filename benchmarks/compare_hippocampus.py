@@ -1,0 +1,134 @@
+"""Benchmark: Progressive DeepSSM against DeepSSM on the hippocampus project (issue 6).
+
+Runs ``shapeworks-progressive compare`` on ``output/hippocampus/hippocampus.swproj`` (made
+by the hippocampus use case: 154 train, 33 val, 33 test subjects, 1024 particles in
+scales 128/256/512/1024) with a stated budget, then writes the committed results:
+
+``benchmarks/results/hippocampus_compare.md``   table, targets, budget, machine, commit
+``benchmarks/results/hippocampus_compare.csv``  the table (mean and std across seeds)
+``benchmarks/results/hippocampus_compare.json`` every number per run, plus the above
+``benchmarks/results/hippocampus_compare.png``  test surface distance per model
+
+Budget (default): all six models, 72 epochs each (the default progressive schedule,
+3 x 12 + 36; Base-DeepSSM 70 + 2 fine-tuning; TL-DeepSSM 32 / 32 / 8), seeds 0, 1, 2,
+default config (grid spacing 1.5 mm), every CPU core (``run.num_threads``). Runs live in
+``output/hippocampus/progressive_runs/compare_benchmark`` and are reused when the script
+is run again (a killed benchmark continues where it stopped).
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/compare_hippocampus.py            # the full benchmark
+    .venv/bin/python benchmarks/compare_hippocampus.py --smoke    # 1 epoch, 2 models, 1 seed
+
+``--smoke`` checks the whole pipeline on the real data in minutes; its files are
+``benchmarks/results/hippocampus_compare_smoke.*`` and say they are a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DEFAULT_PROJECT = REPO / "output" / "hippocampus" / "hippocampus.swproj"
+ALL_MODELS = "deepssm,tl-deepssm,single-scale,progressive,progressive-no-seg,progressive-shallow"
+
+logger = logging.getLogger("benchmarks.compare_hippocampus")
+
+
+def git_state() -> dict:
+    """Commit of the working tree and whether tracked files differ from it."""
+    def git(*args):
+        completed = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                                   check=False)
+        return completed.stdout.strip() if completed.returncode == 0 else None
+
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+            "tracked_files_changed": None if changed is None else len(changed.splitlines())}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", type=Path, default=DEFAULT_PROJECT,
+                        help=f"hippocampus project (default: {DEFAULT_PROJECT})")
+    parser.add_argument("--models", default=None, help=f"default: {ALL_MODELS}")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 72")
+    parser.add_argument("--seeds", type=int, default=None, help="default: 3")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch CPU threads per run (default: every core)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+                        help="training device (default: cpu; prediction is always on CPU)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 epoch, deepssm and progressive, 1 seed; *_smoke result files")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, datefmt="%H:%M:%S",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from shapeworks_progressive.compare import compare, format_markdown
+
+    project = args.project.resolve()
+    if not project.is_file():
+        print(f"error: {project} not found; make it first with the hippocampus use case "
+              "(see README)", file=sys.stderr)
+        return 2
+    smoke = args.smoke
+    models = args.models or ("deepssm,progressive" if smoke else ALL_MODELS)
+    epochs = args.epochs or (1 if smoke else 72)
+    seeds = args.seeds or (1 if smoke else 3)
+    name = "hippocampus_compare_smoke" if smoke else "hippocampus_compare"
+    config = {"run": {"num_threads": int(args.threads), "device": args.device}}
+    out_dir = project.parent / "progressive_runs" / ("compare_smoke" if smoke
+                                                     else "compare_benchmark")
+
+    # Run (or continue) the comparison
+    started = time.perf_counter()
+    result = compare(project, models, seeds=seeds, config=config, out_dir=out_dir,
+                     epochs=epochs, device=args.device, predict_device="cpu", progress=False)
+    wall = time.perf_counter() - started
+
+    # Results with the machine, date and commit
+    content = json.loads(result.json_path.read_text(encoding="utf-8"))
+    content["benchmark"] = {
+        "script": "benchmarks/compare_hippocampus.py", "smoke": smoke,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "budget": {"models": models.split(","), "epochs": epochs, "seeds": seeds,
+                   "threads": args.threads, "device": args.device},
+        "git": git_state(), "wall_seconds_this_call": round(wall, 1),
+        "runs_trained_this_call": result.trained,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    git = content["benchmark"]["git"]
+    header = [
+        "<!-- written by benchmarks/compare_hippocampus.py; do not edit by hand -->",
+        f"> {'SMOKE RUN (pipeline check only, not the benchmark): ' if smoke else ''}"
+        f"budget {epochs} epochs per model, seeds {list(range(seeds))}, {args.threads} CPU "
+        f"thread(s), training on {args.device}; commit `{git['commit']}` "
+        f"({git['tracked_files_changed']} tracked file(s) changed); "
+        f"{content['machine']['summary']}; {content['date']}; "
+        f"{wall / 60:.0f} min for this call.", "",
+    ]
+    markdown = "\n".join(header) + format_markdown(content)
+    (RESULTS / f"{name}.md").write_text(markdown, encoding="utf-8")
+    (RESULTS / f"{name}.json").write_text(json.dumps(content, indent=1) + "\n",
+                                          encoding="utf-8")
+    shutil.copyfile(result.csv_path, RESULTS / f"{name}.csv")
+    shutil.copyfile(result.figure_path, RESULTS / f"{name}.png")
+    print(markdown)
+    print(f"results: {RESULTS / name}.md/.csv/.json/.png (runs in {out_dir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
