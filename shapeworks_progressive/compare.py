@@ -100,7 +100,7 @@ __all__ = ["MODELS", "METRICS", "parse_models", "epoch_plan", "variant_config", 
            "aggregate", "check_targets", "format_markdown", "machine_info", "CompareResult",
            "SPEC_NAME", "TRAIN_NAME", "EVAL_NAME"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("shapeworks_progressive.compare")
 
 MODELS: dict[str, str] = {
     "deepssm": "Base-DeepSSM (PCA head, frozen PCA decoder, fine-tuned)",
