@@ -13,8 +13,11 @@ Sections
 ``model``
     ``name`` (``"progressive"`` or a ``"shapeworks_progressive.<module>:<Class>"`` path)
     and the network's settings: ``channels``, ``levels``, ``head_hidden``,
-    ``global_hidden``, ``offset_scale_mm``, ``dropout``, and ``segmentation`` (build the
-    segmentation decoder; false turns the multi-task side task off).
+    ``global_hidden``, ``offset_scale_mm``, ``dropout``, ``segmentation`` (build the
+    segmentation decoder; false turns the multi-task side task off), ``shape_modes``
+    (the global head predicts scores of this many PCA modes of the training shapes; 0: a
+    free offset of the first scale), ``pose`` (the global head also predicts a rigid
+    motion) and ``seg_features`` (point heads also read the segmentation decoder).
 ``loss``
     ``particle`` (``"mse"``: squared point distance in mm^2, or ``"focal"``), ``focal_a``,
     ``focal_c`` (mm), ``seg_weight`` (lambda of Dice + cross-entropy), ``deep_supervision``
@@ -29,7 +32,11 @@ Sections
     ``"constant"``), ``grad_clip`` (max gradient norm, 0 for none).
 ``augment``
     ``intensity_scale``, ``intensity_shift``, ``noise_std``: random per-image intensity
-    augmentation on training batches (0 turns each off).
+    augmentation on training batches (0 turns each off). ``rotation_deg`` (uniform per
+    axis in +-degrees), ``translation_mm`` (uniform per axis in +-mm) and ``scale``
+    (isotropic factor in 1 +- scale, below 0.5): a random similarity about the grid
+    centre moves each training image, its segmentation and particles together, as
+    registration leaves new images off by a few mm and degrees (all 0 turns it off).
 ``run``
     ``seed``, ``device`` (``"auto"``, ``"cpu"`` or ``"cuda"``), ``amp`` (mixed precision on
     CUDA), ``num_threads`` (CPU threads, null for torch's default), ``val_every`` (epochs).
@@ -54,14 +61,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"spacing": 1.5, "padding_mm": 10.0, "scales": None},
     "model": {"name": "progressive", "channels": 8, "levels": 4, "head_hidden": 64,
               "global_hidden": 256, "offset_scale_mm": 5.0, "dropout": 0.0,
-              "segmentation": True},
+              "segmentation": True, "shape_modes": 0, "pose": False, "seg_features": False},
     "loss": {"particle": "mse", "focal_a": 1.32, "focal_c": 2.0, "seg_weight": 5.0,
              "deep_supervision": "all", "scale_weights": None},
     "schedule": {"progressive": True, "epochs_per_stage": 12, "final_epochs": 36,
                  "fade_in_epochs": 0},
     "optim": {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 8, "lr_schedule": "cosine",
               "grad_clip": 10.0},
-    "augment": {"intensity_scale": 0.1, "intensity_shift": 0.1, "noise_std": 0.02},
+    "augment": {"intensity_scale": 0.1, "intensity_shift": 0.1, "noise_std": 0.02,
+                "rotation_deg": 5.0, "translation_mm": 4.0, "scale": 0.0},
     "run": {"seed": 0, "device": "auto", "amp": True, "num_threads": None, "val_every": 1},
 }
 
@@ -75,13 +83,15 @@ _POSITIVE_INT = {("model", "channels"), ("model", "levels"), ("model", "head_hid
                  ("model", "global_hidden"), ("optim", "batch_size"), ("run", "val_every"),
                  ("schedule", "final_epochs")}
 _NON_NEGATIVE_INT = {("schedule", "epochs_per_stage"), ("schedule", "fade_in_epochs"),
-                     ("run", "seed")}
+                     ("run", "seed"), ("model", "shape_modes")}
 _POSITIVE_NUMBER = {("optim", "lr"), ("model", "offset_scale_mm"), ("loss", "focal_a")}
 _NON_NEGATIVE_NUMBER = {("data", "padding_mm"), ("loss", "focal_c"), ("loss", "seg_weight"),
                         ("optim", "weight_decay"), ("optim", "grad_clip"),
                         ("augment", "intensity_scale"), ("augment", "intensity_shift"),
-                        ("augment", "noise_std")}
-_BOOL = {("model", "segmentation"), ("schedule", "progressive"), ("run", "amp")}
+                        ("augment", "noise_std"), ("augment", "rotation_deg"),
+                        ("augment", "translation_mm")}
+_BOOL = {("model", "segmentation"), ("schedule", "progressive"), ("run", "amp"),
+         ("model", "pose"), ("model", "seg_features")}
 
 
 def default_config() -> dict[str, dict[str, Any]]:
@@ -175,6 +185,11 @@ def _check_values(config: dict, problems: list[str], source: str) -> None:
         if name not in MODEL_NAMES and not name.startswith("shapeworks_progressive."):
             problems.append(f"{source}: model.name {name!r} is unknown"
                             f"{_hint(name, MODEL_NAMES)}")
+    scale = config["augment"]["scale"]
+    if not (_is_number(scale) and 0 <= scale < 0.5):
+        bad("augment", "scale", "a number in [0, 0.5)")
+    if config["model"]["seg_features"] is True and config["model"]["segmentation"] is False:
+        problems.append(f"{source}: model.seg_features needs model.segmentation true")
     dropout = config["model"]["dropout"]
     if not (_is_number(dropout) and 0 <= dropout < 1):
         bad("model", "dropout", "a number in [0, 1)")

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
 from .checkpoints import load_checkpoint, save_checkpoint
@@ -152,12 +153,19 @@ def build_model(config: dict, data) -> ParticleModel:
         Complete config (see :mod:`shapeworks_progressive.config`).
     data : PreparedData
         Needs ``scale_sizes``, ``template_world`` and ``grid`` (``origin``, ``spacing``,
-        ``size``).
+        ``size``); with ``model.shape_modes`` also ``split("train")`` (the PCA is fitted
+        on the training particles only).
     """
     from .models import model_class
 
     settings = dict(config["model"])
     cls = model_class(settings.pop("name"))
+    num_modes = int(settings.pop("shape_modes", 0) or 0)
+    if num_modes > 0:
+        from .models.progressive import shape_basis_from_training
+
+        train_particles = np.asarray(data.split("train").particles_world)
+        settings["shape_basis"] = shape_basis_from_training(train_particles, num_modes)
     torch.manual_seed(int(config["run"]["seed"]))
     grid = data.grid
     return cls(scale_sizes=list(data.scale_sizes), template_world=np.asarray(data.template_world),
@@ -219,6 +227,110 @@ def _augment(images: torch.Tensor, config: dict, generator: torch.Generator) -> 
     if aug["noise_std"] > 0:
         images = images + aug["noise_std"] * torch.randn(images.shape, generator=generator)
     return images
+
+
+def _rotation_matrix(angles_rad: torch.Tensor) -> torch.Tensor:
+    """(B, 3) angles about X, Y, Z (radians) -> (B, 3, 3) rotations ``Rz @ Ry @ Rx``."""
+    cos, sin = torch.cos(angles_rad), torch.sin(angles_rad)
+    one, zero = torch.ones_like(cos[:, 0]), torch.zeros_like(cos[:, 0])
+
+    def matrix(rows):
+        return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
+
+    rx = matrix([[one, zero, zero], [zero, cos[:, 0], -sin[:, 0]], [zero, sin[:, 0], cos[:, 0]]])
+    ry = matrix([[cos[:, 1], zero, sin[:, 1]], [zero, one, zero], [-sin[:, 1], zero, cos[:, 1]]])
+    rz = matrix([[cos[:, 2], -sin[:, 2], zero], [sin[:, 2], cos[:, 2], zero], [zero, zero, one]])
+    return rz @ ry @ rx
+
+
+def _grid_box(grid) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(origin, spacing) float64 tensors of a Grid, its dict, or None."""
+    if grid is None:
+        return None
+    if isinstance(grid, dict):
+        origin, spacing = grid.get("origin"), grid.get("spacing")
+    else:
+        origin, spacing = getattr(grid, "origin", None), getattr(grid, "spacing", None)
+    if origin is None or spacing is None:
+        return None
+    return (torch.as_tensor(np.asarray(origin, dtype=np.float64)),
+            torch.as_tensor(np.asarray(spacing, dtype=np.float64)))
+
+
+def _spatial_augment(images: torch.Tensor, particles_world: torch.Tensor,
+                     segmentations: torch.Tensor | None, config: dict,
+                     generator: torch.Generator, grid_box: tuple[torch.Tensor, torch.Tensor]
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Move each training sample by a random similarity about the grid centre.
+
+    The anatomy moves by ``p' = scale * R (p - c) + c + t`` (``c`` the grid centre,
+    world mm); particles are mapped exactly, the image is resampled trilinearly (edge
+    values replicate outside), the segmentation linearly and thresholded at 0.5. This
+    mimics how validation, test and new images arrive: placed by registration to the
+    reference image, off by a few mm and degrees.
+
+    Parameters
+    ----------
+    images : (B, 1, X, Y, Z) Tensor
+        Normalized images on the grid.
+    particles_world : (B, N, 3) Tensor
+        World particles, mm.
+    segmentations : (B, 1, X, Y, Z) Tensor or None
+    config : dict
+        Uses ``augment.rotation_deg`` (uniform per axis in +-), ``translation_mm``
+        (uniform per axis in +-) and ``scale`` (isotropic factor uniform in 1 +- scale).
+    generator : torch.Generator
+        Source of all randomness (seeded per epoch).
+    grid_box : (origin (3,), spacing (3,)) Tensors
+        World position of voxel (0, 0, 0) and voxel size, mm, (X, Y, Z) order.
+
+    Returns
+    -------
+    images, particles_world, segmentations
+        Transformed copies (same shapes and dtypes).
+    """
+    aug = config["augment"]
+    batch = images.shape[0]
+    rotation = float(aug["rotation_deg"])
+    translation = float(aug["translation_mm"])
+    scale_range = float(aug["scale"])
+    if batch == 0 or (rotation <= 0 and translation <= 0 and scale_range <= 0):
+        return images, particles_world, segmentations
+
+    # Random similarity per sample (drawn in float64 so results do not depend on dtype)
+    def uniform(shape, half_width):
+        return half_width * (2 * torch.rand(shape, generator=generator,
+                                            dtype=torch.float64) - 1)
+
+    rot = _rotation_matrix(uniform((batch, 3), math.radians(rotation)))
+    shift = uniform((batch, 3), translation)
+    scale = 1 + uniform((batch, 1, 1), scale_range)
+
+    # Particles: p' = scale R (p - c) + c + t
+    origin, spacing = grid_box
+    size = torch.tensor(images.shape[2:], dtype=torch.float64)
+    half = (spacing * (size - 1) / 2).clamp_min(1e-6)
+    centre = origin + half
+    moved = ((particles_world.double() - centre) @ (scale * rot).transpose(1, 2)
+             + centre + shift[:, None, :])
+    particles_world = moved.to(particles_world.dtype)
+
+    # Images: output voxel at normalized u (X, Y, Z) reads the source at
+    # H^-1 R^T (H u - t) / scale, H = diag(half); grid_sample wants (Z, Y, X) order.
+    h, h_inv = torch.diag(half), torch.diag(1 / half)
+    matrix = h_inv @ rot.transpose(1, 2) @ h / scale
+    offset = -(h_inv @ rot.transpose(1, 2) @ shift[:, :, None]) / scale
+    theta = torch.cat([matrix, offset], dim=2).flip(1)        # rows to (Z, Y, X)
+    theta = torch.cat([theta[:, :, :3].flip(2), theta[:, :, 3:]], dim=2)  # columns too
+    sample_grid = F.affine_grid(theta.to(images.dtype), list(images.shape),
+                                align_corners=True)
+    images = F.grid_sample(images, sample_grid, mode="bilinear", padding_mode="border",
+                           align_corners=True)
+    if segmentations is not None:
+        moved_seg = F.grid_sample(segmentations.float(), sample_grid.float(), mode="bilinear",
+                                  padding_mode="zeros", align_corners=True)
+        segmentations = (moved_seg > 0.5).to(segmentations.dtype)
+    return images, particles_world, segmentations
 
 
 def _batch(split, indices: list[int], with_seg: bool) -> tuple[torch.Tensor, torch.Tensor,
@@ -368,8 +480,8 @@ def train_model(model: ParticleModel, train_split, val_split, config: dict,
                 out_dir: str | os.PathLike, *, prediction: dict | None = None,
                 resume: bool = False, device: torch.device | str | None = None,
                 progress: bool = True, max_epochs: int | None = None,
-                on_stage_start: Callable[[int, ParticleModel], None] | None = None
-                ) -> TrainResult:
+                on_stage_start: Callable[[int, ParticleModel], None] | None = None,
+                grid=None) -> TrainResult:
     """Train ``model`` with the progressive schedule of ``config``.
 
     Parameters
@@ -398,6 +510,11 @@ def train_model(model: ParticleModel, train_split, val_split, config: dict,
     on_stage_start : callable, optional
         Called as ``on_stage_start(stage, model)`` (stage 1-based) before a stage's
         first epoch.
+    grid : Grid or dict, optional
+        The images' grid (``origin``, ``spacing`` in mm), needed by spatial augmentation
+        (``augment.rotation_deg``, ``translation_mm``, ``scale``); default
+        ``prediction["grid"]``, else the model's ``grid_origin`` and ``grid_spacing``.
+        Without any, spatial augmentation is skipped with a warning.
 
     Returns
     -------
@@ -433,6 +550,17 @@ def train_model(model: ParticleModel, train_split, val_split, config: dict,
         raise ConfigError("the train split is empty; mark subjects with split 'train'")
     if not has_val and is_main:
         logger.warning("no validation subjects: the best checkpoint is the last epoch")
+    grid_box = _grid_box(grid if grid is not None else (prediction or {}).get("grid"))
+    if grid_box is None and hasattr(model, "grid_origin") and hasattr(model, "grid_spacing"):
+        grid_box = (model.grid_origin.detach().double().cpu(),
+                    model.grid_spacing.detach().double().cpu())
+    spatial = any(float(config["augment"][key]) > 0
+                  for key in ("rotation_deg", "translation_mm", "scale"))
+    if spatial and grid_box is None:
+        spatial = False
+        if is_main:
+            logger.warning("spatial augmentation is off: the grid is unknown (pass grid= or "
+                           "prediction=prediction_metadata(data))")
 
     # Model, optimizer, scaler
     model.to(device)
@@ -518,6 +646,9 @@ def train_model(model: ParticleModel, train_split, val_split, config: dict,
             for start in batches:
                 images, particles, seg = _batch(train_split, order[start:start + batch_size],
                                                 with_seg)
+                if spatial:
+                    images, particles, seg = _spatial_augment(images, particles, seg, config,
+                                                              generator, grid_box)
                 images = _augment(images, config, generator)
                 images, particles = images.to(device), particles.to(device)
                 seg = seg.to(device) if seg is not None else None

@@ -25,6 +25,7 @@ TINY = {
     "model": {"channels": 2, "levels": 2, "head_hidden": 8, "global_hidden": 8},
     "schedule": {"epochs_per_stage": 2, "final_epochs": 2},
     "optim": {"batch_size": 4, "lr": 3e-3},
+    "augment": {"rotation_deg": 3.0, "translation_mm": 1.0, "scale": 0.02},
     "run": {"device": "cpu", "num_threads": 1, "seed": 3},
 }
 
@@ -187,3 +188,56 @@ def test_device_selection_without_a_gpu():
     assert select_device("auto").type == "cpu"
     with pytest.raises(DeviceError, match="set run.device to 'cpu'"):
         select_device("cuda")
+
+
+def _blob_batch(centres_world, origin, spacing, size, sigma_mm=2.0):
+    """(B, 1, X, Y, Z) Gaussian blobs around ``centres_world`` (B, 3) and the voxel centres."""
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in size], indexing="ij"), axis=-1)
+    world = np.asarray(origin) + index * np.asarray(spacing)
+    blobs = [np.exp(-((world - c) ** 2).sum(-1) / (2 * sigma_mm ** 2)) for c in centres_world]
+    return torch.tensor(np.array(blobs), dtype=torch.float32)[:, None], world
+
+
+def test_spatial_augmentation_moves_image_segmentation_and_particles_together():
+    from shapeworks_progressive.training import _spatial_augment
+
+    # anisotropic grid, so an axis-order or spacing mix-up would show
+    origin, spacing, size = (-10.0, 5.0, 2.0), (1.0, 1.5, 2.0), (30, 24, 20)
+    centres = np.array([[5.0, 20.0, 15.0], [-1.0, 18.0, 20.0], [8.0, 25.0, 12.0]])
+    images, world = _blob_batch(centres, origin, spacing, size)
+    particles = torch.tensor(centres, dtype=torch.float32)[:, None, :]
+    seg = (images > 0.5).float()
+    config = load_config(overrides={"augment": {"rotation_deg": 30.0, "translation_mm": 6.0,
+                                                "scale": 0.1}})
+    grid_box = (torch.tensor(origin, dtype=torch.float64),
+                torch.tensor(spacing, dtype=torch.float64))
+    generator = torch.Generator().manual_seed(1)
+    moved_images, moved_particles, moved_seg = _spatial_augment(
+        images, particles, seg, config, generator, grid_box)
+    for b in range(len(centres)):
+        weights = moved_images[b, 0].numpy()
+        blob_centre = (world * weights[..., None]).sum((0, 1, 2)) / weights.sum()
+        # the blob's centre lands where its particle goes (within a fifth of a voxel)...
+        np.testing.assert_allclose(blob_centre, moved_particles[b, 0].numpy(), atol=0.2)
+        # ...and the particle really moved (by more than a voxel)
+        assert np.linalg.norm(moved_particles[b, 0].numpy() - centres[b]) > 2.0
+        mask_centre = world[moved_seg[b, 0].numpy() > 0].mean(axis=0)
+        np.testing.assert_allclose(mask_centre, moved_particles[b, 0].numpy(), atol=0.6)
+        assert set(np.unique(moved_seg[b].numpy())) <= {0.0, 1.0}
+
+
+def test_spatial_augmentation_off_leaves_batches_unchanged(splits):
+    from shapeworks_progressive.training import _spatial_augment
+
+    train, _, data = splits
+    images = torch.from_numpy(train.images[:2])[:, None]
+    particles = torch.from_numpy(train.particles_world[:2])
+    config = load_config(overrides={"augment": {"rotation_deg": 0.0, "translation_mm": 0.0,
+                                                "scale": 0.0}})
+    grid_box = (torch.zeros(3, dtype=torch.float64), torch.full((3,), 2.0, dtype=torch.float64))
+    out = _spatial_augment(images, particles, None, config, torch.Generator(), grid_box)
+    assert out[0] is images and out[1] is particles and out[2] is None
+    with pytest.raises(ConfigError, match=r"augment\.scale must be a number in \[0, 0\.5\)"):
+        load_config(overrides={"augment": {"scale": 0.7}})
+    with pytest.raises(ConfigError, match=r"augment\.rotation_deg must be a number >= 0"):
+        load_config(overrides={"augment": {"rotation_deg": -1}})
