@@ -97,6 +97,17 @@ def test_finished_runs_are_reused_without_retraining(compared):
         old["progressive"]["surface_mm_mean"])
 
 
+def test_a_foreign_folder_is_never_cleared(compared, tmp_path):
+    path, config, _, _ = compared
+    foreign = tmp_path / "out" / "progressive" / "seed0"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not a compare run folder"):
+        compare(path, "progressive", seeds=1, config=config, out_dir=tmp_path / "out",
+                epochs=EPOCHS, progress=False)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
 def test_unknown_model_lists_the_choices(tmp_path, capsys):
     with pytest.raises(ConfigError) as info:
         parse_models("deepssm,progresive,unet")
