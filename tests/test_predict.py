@@ -250,3 +250,18 @@ def test_images_only_predicts_without_the_project_rows(trained, new_image, tmp_p
     moved = apply_transform(apply_transform(truth_world, new_image[1], inverse=True),
                             registered)
     assert np.linalg.norm(moved - truth_world, axis=1).mean() < 1.0
+
+
+def test_a_failed_registration_exits_non_zero_and_names_the_image(trained, tmp_path, capsys):
+    # A 3-voxel scan cannot cover the reference anatomy: the registration fails.
+    _, path, _, run_dir = trained
+    noise = np.random.default_rng(0).normal(size=(3, 3, 3)).astype(np.float32)
+    image = sitk.GetImageFromArray(noise)
+    image.SetOrigin((500.0, 500.0, 500.0))
+    blank = tmp_path / "blank_scan.nii.gz"
+    sitk.WriteImage(image, str(blank))
+    status = main(["predict", str(path), "--model", str(run_dir), "--images", str(blank),
+                   "--out", str(tmp_path / "out"), "--no-project", "--no-progress"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "did not converge" in err and "blank_scan" in err

@@ -11,6 +11,7 @@ DeepSSM tab reads. Every input is checked before any work.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 __all__ = ["add_parser", "run"]
@@ -80,6 +81,14 @@ def run(args) -> int:
     if result.studio_files:
         print(f"Studio DeepSSM files: {len(result.studio_files)} under "
               f"{project.folder / 'deepssm'}")
+    failed = [p.name for p in result.predictions
+              if not manifest.get(p.name, {}).get("converged")]
+    if failed:
+        print(f"error: registration to the reference image did not converge for "
+              f"{len(failed)} image(s): {', '.join(failed)}; their predictions were written "
+              "but may be far off: check that these images show the same anatomy and field "
+              "of view as the training images", file=sys.stderr)
+        return 1
     return 0
 
 
