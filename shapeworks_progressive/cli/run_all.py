@@ -183,7 +183,7 @@ def run(args) -> int:
     }
     summary_path = atomic_write_text(out_dir / "run_summary.json",
                                      json.dumps(summary, indent=2) + "\n")
-    print("== summary (mm, world frame, mean over subjects)")
+    print("== summary (mm, measured in each subject's own image frame, mean over subjects)")
     print(format_summary(evaluation.summary))
     print(summary["closing_note"])
     mean_predict = (sum(per_subject.values()) / len(per_subject)) if per_subject else 0.0
