@@ -529,7 +529,8 @@ def check_targets(rows: list[dict]) -> list[dict]:
         ``target``, ``met`` (True, False, or None when it cannot be judged) and ``text``
         (the numbers, in words).
     """
-    by_model = {row["model"]: row for row in rows}
+    by_model = {row["model"]: {k: (_number(v) if k.endswith(("_mean", "_std")) else v)
+                               for k, v in row.items()} for row in rows}
     prog, deep = by_model.get("progressive"), by_model.get("deepssm")
     targets = []
 
@@ -576,8 +577,14 @@ def check_targets(rows: list[dict]) -> list[dict]:
 # ------------------------------------------------------------------------- writing
 
 
-def _cell(mean: float, std: float, digits: int) -> str:
-    if mean is None or not math.isfinite(mean):
+def _number(value) -> float:
+    """A metric as a float; None (NaN written to JSON) becomes NaN."""
+    return math.nan if value is None else float(value)
+
+
+def _cell(mean: float | None, std: float | None, digits: int) -> str:
+    mean, std = _number(mean), _number(std)
+    if not math.isfinite(mean):
         return "-"
     if digits == 0:
         text = f"{mean:,.0f}"
@@ -646,7 +653,7 @@ def _plot(path: Path, runs: list[dict], models: list[str]) -> Path:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(1.4 * len(models) + 2.5, 4.2))
+    figure = Figure(figsize=(max(1.4 * len(models) + 2.5, 6.0), 4.2))
     ax = figure.subplots()
     rng = np.random.default_rng(0)
     for index, model in enumerate(models, start=1):
@@ -662,7 +669,8 @@ def _plot(path: Path, runs: list[dict], models: list[str]) -> Path:
                    label="seed mean" if index == 1 else None)
     ax.set_xticks(range(1, len(models) + 1), models, rotation=20)
     ax.set_ylabel("test surface distance (mm)")
-    ax.set_title("finest scale, per test subject (all seeds); diamonds: seed means")
+    ax.set_title("finest scale: test subjects of all seeds (grey), seed means (red)",
+                 fontsize=9)
     if any(math.isfinite(r["surface_mm"]) for r in runs):
         ax.legend(fontsize=8)
     figure.tight_layout()

@@ -15,7 +15,7 @@ import pytest
 
 from shapeworks_progressive.cli import main
 from shapeworks_progressive.compare import (METRICS, check_targets, compare, epoch_plan,
-                                            parse_models)
+                                            format_markdown, parse_models)
 from shapeworks_progressive.config import default_config
 from shapeworks_progressive.errors import ConfigError
 
@@ -51,6 +51,9 @@ def test_table_has_a_row_per_model_and_every_metric(compared):
     markdown = (out / "compare.md").read_text()
     assert "| `deepssm` | 2 |" in markdown and "| `progressive` | 2 |" in markdown
     assert "## Targets" in markdown and "test surface distance (mm)" in markdown
+    # the JSON (NaN written as null) gives the same Markdown
+    content = json.loads((out / "compare.json").read_text())
+    assert format_markdown(content) == markdown
     assert (out / "compare_surface_distance.png").stat().st_size > 1000
 
 
