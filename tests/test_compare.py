@@ -86,15 +86,20 @@ def test_mean_and_std_follow_the_per_run_values(compared):
     assert deep[0]["parameters"] == deep[1]["parameters"] > 64 * 3
 
 
-def test_finished_runs_are_reused_without_retraining(compared):
+def test_finished_runs_are_reused_without_retraining(compared, capsys):
     path, config, out, first = compared
     best = out / "progressive" / "seed1" / "best.pt"
     before = best.stat().st_mtime_ns
-    again = compare(path, "progressive,deepssm", seeds=2, config=config, out_dir=out,
-                    epochs=EPOCHS, progress=False)
-    assert again.trained == []
+    status = main(["compare", str(path), "--models", "progressive,deepssm", "--seeds", "2",
+                   "--config", str(config), "--out", str(out), "--epochs", str(EPOCHS),
+                   "--no-progress"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "0 run(s) trained, 4 reused" in printed and "| `progressive` | 2 |" in printed
     assert best.stat().st_mtime_ns == before
-    table = {row["model"]: row for row in again.table}
+    content = json.loads((out / "compare.json").read_text())
+    assert content["models"] == ["progressive", "deepssm"]
+    table = {row["model"]: row for row in content["table"]}
     old = {row["model"]: row for row in first.table}
     assert table["progressive"]["surface_mm_mean"] == pytest.approx(
         old["progressive"]["surface_mm_mean"])
