@@ -203,10 +203,8 @@ def epoch_plan(model: str, epochs: int, config: dict, num_scales: int) -> dict[s
         fine_tune = min(2, epochs // 10)
         return {"total": epochs, "base": epochs - fine_tune, "fine_tune": fine_tune}
     if model == "tl-deepssm":
-        ae = round(epochs * 4 / 9)
-        joint = max(1, round(epochs / 9)) if epochs > ae else 0
-        if epochs - ae < 1:  # the image encoder must train
-            ae, joint = epochs - 1, 1
+        ae = round(epochs * 4 / 9)  # < epochs, so the image encoder always trains
+        joint = max(1, round(epochs / 9))
         return {"total": epochs, "ae": ae, "t_flank": epochs - ae - joint, "joint": joint}
     parse_models([model])
     raise AssertionError(model)  # parse_models raised

@@ -137,9 +137,14 @@ def test_every_model_gets_the_same_epoch_budget():
     assert plans["progressive"] == {"total": 72, "epochs_per_stage": 12, "final_epochs": 36}
     assert plans["deepssm"] == {"total": 72, "base": 70, "fine_tune": 2}
     assert plans["tl-deepssm"] == {"total": 72, "ae": 32, "t_flank": 32, "joint": 8}
-    for plan in plans.values():
-        assert sum(v for k, v in plan.items() if k not in ("total", "epochs_per_stage")) + (
-            plan.get("epochs_per_stage", 0) * 3) == 72
+    for epochs in range(1, 80):  # every budget is spent exactly, the image encoder trains
+        for model in plans:
+            plan = epoch_plan(model, epochs, config, 4)
+            spent = sum(v for k, v in plan.items() if k not in ("total", "epochs_per_stage"))
+            assert spent + 3 * plan.get("epochs_per_stage", 0) == epochs, (model, plan)
+            assert min(plan.values()) >= 0
+        tl = epoch_plan("tl-deepssm", epochs, config, 4)
+        assert tl["t_flank"] + tl["joint"] >= 1
 
 
 def test_targets_are_judged_from_the_table():
