@@ -55,7 +55,7 @@ def test_project_rows_and_sections(prepared):
     assert project.parameters("shapeworks_progressive")["correspondence_method"] == "stand-in"
     assert sorted(s.split for s in project.subjects) == ["test", "train", "train", "val"]
     for subject in project.subjects:
-        assert subject.image == DATA / "imagesTr" / f"{subject.name}.nii.gz"
+        assert subject.image.resolve() == (DATA / "imagesTr" / f"{subject.name}.nii.gz").resolve()
     raw = json.loads(path.read_text(encoding="utf-8"))
     assert not Path(raw["data"][0]["shape_1"]).is_absolute()
 

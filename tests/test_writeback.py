@@ -38,10 +38,14 @@ def predictions(left_atrium_copy):
         truth = read_particles(subject.world_particles[0])
         image = left_atrium_copy.parent / f"{subject.name}_mri.nrrd"
         sitk.WriteImage(sitk.Image(8, 8, 8, sitk.sitkFloat32), str(image))
+        # the prediction lies in the frame its (made-up) registration put the scan in
+        image_to_world = _rigid(20.0 * row, [3.0, -7.0, 11.0 * row])
+        truth_in_frame = apply_transform(
+            apply_transform(truth, subject.world_transform(0), inverse=True), image_to_world)
         out.append(PredictedShape(
             name=subject.name, row_index=row, image=image,
-            particles_world=truth + rng.normal(scale=0.5, size=truth.shape),
-            image_to_world=_rigid(20.0 * row, [3.0, -7.0, 11.0 * row])))
+            particles_world=truth_in_frame + rng.normal(scale=0.5, size=truth.shape),
+            image_to_world=image_to_world))
     return out
 
 
