@@ -12,11 +12,16 @@ from shapeworks_progressive.models.progressive import ProgressiveDeepSSM
 from synthetic_ellipsoids import farthest_point_directions
 
 
-def test_checkpoint_rebuilds_the_same_predictions(tmp_path):
+# plain model; PCA-score + pose global head with segmentation features (arrays in kwargs)
+@pytest.mark.parametrize("options", [{}, {"basis_modes": 3, "pose": True, "seg_features": True}])
+def test_checkpoint_rebuilds_the_same_predictions(tmp_path, options):
     torch.manual_seed(0)
     template = farthest_point_directions(8) * 5 + 10
+    options = dict(options)
+    if options.pop("basis_modes", 0):
+        options["shape_basis"] = np.random.default_rng(0).normal(size=(3, 8, 3))
     model = ProgressiveDeepSSM([4, 8], template, [1, 2, 3], [2.0] * 3, (7, 9, 8), channels=2,
-                               levels=2, head_hidden=8, global_hidden=8)
+                               levels=2, head_hidden=8, global_hidden=8, **options)
     with torch.no_grad():  # non-zero heads, so a wrong reload would change the output
         for param in model.parameters():
             param.add_(0.01 * torch.randn_like(param))

@@ -94,3 +94,52 @@ def test_model_registry_round_trip():
     assert model_class_path(model) == path
     with pytest.raises(ValueError, match="unknown model 'os:system'"):
         model_class("os:system")
+
+
+def test_pose_head_rotates_and_translates_the_base_shape_about_the_template_centroid():
+    template = _template()
+    model = ProgressiveDeepSSM(SCALES, template, [0, 0, 0], [2.0] * 3, (8, 8, 8), channels=2,
+                               levels=2, segmentation=False, pose=True)
+    angle = np.radians(10.0)
+    shift = np.array([1.0, -2.0, 0.5])
+    with torch.no_grad():  # the last 6 outputs: rotation vector, translation
+        bias = model.global_head[-1].bias
+        bias[-6:-3] = torch.tensor([0.0, 0.0, angle / 0.1])
+        bias[-3:] = torch.tensor(shift / model.offset_scale_mm)
+    finest = model(torch.zeros(1, 1, 8, 8, 8)).particles[-1][0].detach().numpy()
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0],
+                         [0, 0, 1]])
+    centre = template.mean(axis=0)
+    expected = (template - centre) @ rotation.T + centre + shift
+    np.testing.assert_allclose(finest, expected, atol=1e-4)
+
+
+def test_shape_scores_give_the_pca_shape_at_every_scale():
+    from shapeworks_progressive.models.progressive import shape_basis_from_training
+
+    template = _template()
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=(16, 3))
+    shapes = template + rng.normal(size=(12, 1, 1)) * direction  # one mode of variation
+    basis = shape_basis_from_training(shapes, 2)
+    assert basis.shape == (1, 16, 3)  # only one non-zero mode exists
+    # the first mode spans the direction; one unit score = one standard deviation
+    mode = basis[0].ravel() / np.linalg.norm(basis[0])
+    assert abs(mode @ direction.ravel()) / np.linalg.norm(direction) == pytest.approx(1, abs=1e-6)
+    scores = (shapes - shapes.mean(0)).reshape(12, -1) @ mode
+    assert np.linalg.norm(basis[0]) == pytest.approx(scores.std(ddof=1), rel=1e-5)
+
+    model = ProgressiveDeepSSM(SCALES, template, [0, 0, 0], [2.0] * 3, (8, 8, 8), channels=2,
+                               levels=2, shape_basis=basis, seg_features=True)
+    with torch.no_grad():
+        model.global_head[-1].bias.copy_(torch.tensor([1.5]))
+    output = model(torch.zeros(1, 1, 8, 8, 8))
+    expected = template + 1.5 * basis[0]
+    for n, pred in zip(SCALES, output.particles):  # scale 1 and the carried-up rows
+        np.testing.assert_allclose(pred[0].detach().numpy(), expected[:n], atol=1e-4)
+    with pytest.raises(ValueError, match=r"shape_basis must be \(K, 16, 3\); got shape"):
+        ProgressiveDeepSSM(SCALES, template, [0] * 3, [1] * 3, (8, 8, 8),
+                           shape_basis=np.zeros((2, 15, 3)))
+    with pytest.raises(ValueError, match="seg_features needs the segmentation decoder"):
+        ProgressiveDeepSSM(SCALES, template, [0] * 3, [1] * 3, (8, 8, 8), segmentation=False,
+                           seg_features=True)

@@ -84,7 +84,7 @@ def shape_basis_from_training(particles_world: np.ndarray, num_modes: int) -> np
     particles_world : (M, N, 3) ndarray
         Training world particles (mm), model order; never validation or test shapes.
     num_modes : int
-        Modes to keep (at most ``M - 1``).
+        Modes to keep; fewer when the shapes have fewer non-zero modes (at most ``M - 1``).
 
     Returns
     -------
@@ -94,8 +94,8 @@ def shape_basis_from_training(particles_world: np.ndarray, num_modes: int) -> np
     """
     from ..pca import fit_pca
 
-    particles_world = np.asarray(particles_world, dtype=np.float64)
-    pca = fit_pca(particles_world, num_modes=min(int(num_modes), len(particles_world) - 1))
+    pca = fit_pca(np.asarray(particles_world, dtype=np.float64), variance_fraction=None)
+    pca = pca.truncate(min(int(num_modes), pca.num_modes))
     basis = pca.modes * pca.score_std[:, None]
     return basis.reshape(pca.num_modes, -1, 3).astype(np.float32)
 
