@@ -61,15 +61,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"spacing": 1.5, "padding_mm": 10.0, "scales": None},
     "model": {"name": "progressive", "channels": 8, "levels": 4, "head_hidden": 64,
               "global_hidden": 256, "offset_scale_mm": 5.0, "dropout": 0.0,
-              "segmentation": True, "shape_modes": 0, "pose": False, "seg_features": False},
+              "segmentation": True, "shape_modes": 20, "pose": True, "seg_features": False},
     "loss": {"particle": "mse", "focal_a": 1.32, "focal_c": 2.0, "seg_weight": 5.0,
              "deep_supervision": "all", "scale_weights": None},
-    "schedule": {"progressive": True, "epochs_per_stage": 12, "final_epochs": 36,
+    "schedule": {"progressive": True, "epochs_per_stage": 15, "final_epochs": 45,
                  "fade_in_epochs": 0},
     "optim": {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 8, "lr_schedule": "cosine",
               "grad_clip": 10.0},
     "augment": {"intensity_scale": 0.1, "intensity_shift": 0.1, "noise_std": 0.02,
-                "rotation_deg": 5.0, "translation_mm": 4.0, "scale": 0.0},
+                "rotation_deg": 15.0, "translation_mm": 3.0, "scale": 0.0},
     "run": {"seed": 0, "device": "auto", "amp": True, "num_threads": None, "val_every": 1},
 }
 

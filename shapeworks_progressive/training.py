@@ -5,6 +5,12 @@ from the model and optimizer of stage ``k - 1``; the last stage trains every sca
 ``schedule.progressive`` false a single stage trains all scales for the same total epochs.
 A new scale can be faded in: its loss weight ramps linearly over ``fade_in_epochs``.
 
+Augmentation (``augment`` config section): every training batch is moved by a random
+rotation, translation and optional scale about the grid centre (image, segmentation and
+particles together, :func:`_spatial_augment`), because validation, test and new images
+are placed by registration and arrive off by a few mm and degrees; then its intensities
+are scaled, shifted and noised.
+
 Determinism and resume: everything random in an epoch (data order, augmentation, dropout)
 is seeded from ``run.seed`` and the epoch number, and the learning rate is a function of
 the stage and epoch. A run's ``last.pt`` after every epoch therefore holds all the state
@@ -161,6 +167,10 @@ def build_model(config: dict, data) -> ParticleModel:
     settings = dict(config["model"])
     cls = model_class(settings.pop("name"))
     num_modes = int(settings.pop("shape_modes", 0) or 0)
+    if num_modes > 0 and not hasattr(data, "split"):
+        logger.warning("model.shape_modes is %d but the data has no training split to fit "
+                       "the PCA to; building the free-offset head instead", num_modes)
+        num_modes = 0
     if num_modes > 0:
         from .models.progressive import shape_basis_from_training
 

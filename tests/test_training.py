@@ -22,7 +22,8 @@ from synthetic_ellipsoids import make_split
 SCALES = [4, 8, 16]
 TINY = {
     "data": {"scales": SCALES},
-    "model": {"channels": 2, "levels": 2, "head_hidden": 8, "global_hidden": 8},
+    "model": {"channels": 2, "levels": 2, "head_hidden": 8, "global_hidden": 8,
+              "shape_modes": 3},
     "schedule": {"epochs_per_stage": 2, "final_epochs": 2},
     "optim": {"batch_size": 4, "lr": 3e-3},
     "augment": {"rotation_deg": 3.0, "translation_mm": 1.0, "scale": 0.02},
@@ -43,7 +44,8 @@ def splits():
     train, grid = make_split(8, seed=0)
     val, _ = make_split(4, seed=1)
     data = SimpleNamespace(scale_sizes=SCALES, grid=grid,
-                           template_world=train.particles_world.mean(axis=0))
+                           template_world=train.particles_world.mean(axis=0),
+                           split={"train": train, "val": val}.__getitem__)
     return train, val, data
 
 
@@ -135,9 +137,9 @@ def test_switches_progression_and_segmentation_off(splits, tmp_path):
 
 def test_switches_change_which_loss_terms_are_active():
     config = load_config(overrides={"data": {"scales": SCALES}})
-    assert stage_plan(config, 3) == [(1, 12), (2, 12), (3, 36)]
+    assert stage_plan(config, 3) == [(1, 15), (2, 15), (3, 45)]
     off = load_config(overrides={"schedule": {"progressive": False}})
-    assert stage_plan(off, 3) == [(3, 60)]
+    assert stage_plan(off, 3) == [(3, 75)]
     target = torch.zeros(1, 16, 3)
     output = ModelOutput(particles=[torch.ones(1, n, 3) for n in SCALES],
                          segmentation_logits=torch.zeros(1, 1, 2, 2, 2))
