@@ -176,6 +176,8 @@ def build_model(config: dict, data) -> ParticleModel:
 
         train_particles = np.asarray(data.split("train").particles_world)
         settings["shape_basis"] = shape_basis_from_training(train_particles, num_modes)
+        logger.info("global head: %d PCA modes of the %d training shapes",
+                    len(settings["shape_basis"]), len(train_particles))
     torch.manual_seed(int(config["run"]["seed"]))
     grid = data.grid
     return cls(scale_sizes=list(data.scale_sizes), template_world=np.asarray(data.template_world),
