@@ -71,7 +71,7 @@ def plot_error_per_scale(rows: list[dict], path: str | os.PathLike) -> Path:
     axes.set_xticklabels([str(s) for s in scales])
     axes.set_xlabel("particles (scale)")
     axes.set_ylabel("mm")
-    axes.set_title("Error per scale (mean ± std over subjects, world frame)")
+    axes.set_title("Error per scale (mean ± std over subjects, each scan's own frame)")
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
     return _save(figure, Path(path))
@@ -237,8 +237,9 @@ def write_report(evaluation_dir: str | os.PathLike, *, run_dir: str | os.PathLik
     summary = json.loads((evaluation_dir / "summary.json").read_text(encoding="utf-8"))
     figures = evaluation_dir / "figures"
     lines = [f"# {title}", ""]
-    lines += [f"Subjects: {summary.get('n_subjects', 0)}. All distances in mm, world frame; "
-              f"meshes warped from particles ({summary.get('warp_method')} biharmonic warp "
+    lines += [f"Subjects: {summary.get('n_subjects', 0)}. All distances in mm, in each "
+              f"scan's own frame; meshes warped from particles "
+              f"({summary.get('warp_method')} biharmonic warp "
               f"of the template row {summary.get('template_row')}). The *floor* is the "
               "same measure for the mesh warped from the ground-truth particles.", ""]
 

@@ -24,7 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "'predict') against the project's optimized world particles and original "
             "surfaces: particle RMSE, surface distances (mean, 95th percentile, "
             "Hausdorff), Dice, and the floor given by the true particles. All in mm, "
-            "world frame."
+            "in each scan's own frame."
         ),
     )
     parser.add_argument("project", type=Path, help="the .swproj or .xlsx project file")
