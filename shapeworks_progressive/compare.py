@@ -94,7 +94,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
-from .fileio import atomic_path, atomic_write_text
+from .fileio import atomic_path, atomic_write_text, json_safe
 
 __all__ = ["MODELS", "METRICS", "parse_models", "epoch_plan", "variant_config", "compare",
            "aggregate", "check_targets", "format_markdown", "machine_info", "CompareResult",
@@ -356,7 +356,7 @@ def train_run(spec: dict, *, progress: bool = True) -> dict:
         "stages": stages,
         "best_val_rmse_mm": best_val,
     }
-    atomic_write_text(run_dir / TRAIN_NAME, json.dumps(_json_safe(record), indent=1) + "\n")
+    atomic_write_text(run_dir / TRAIN_NAME, json.dumps(json_safe(record), indent=1) + "\n")
     logger.info("%s seed %d: %d epochs, %.2f s/epoch, %d parameters, peak %.0f MiB", model_name,
                 record["seed"], epochs, record["train_seconds_per_epoch"],
                 record["parameters"], record["peak_memory_mib"])
@@ -382,7 +382,7 @@ def _train_isolated(spec: dict, spec_path: Path, *, progress: bool) -> dict:
 
 def _identity(spec: dict) -> dict:
     """The part of a spec that decides whether a finished run can be reused."""
-    same = json.loads(json.dumps(_json_safe({k: v for k, v in spec.items()
+    same = json.loads(json.dumps(json_safe({k: v for k, v in spec.items()
                                              if k not in ("resume", "isolated", "run_dir")})))
     for key in _FREE_RUN_KEYS:
         same["config"]["run"].pop(key, None)
@@ -474,7 +474,7 @@ def predict_and_evaluate(project, run_dir: Path, *, device: str = "cpu",
         "per_subject": {name: values.get("surface_mean_mm")
                         for name, values in summary.get("per_subject", {}).items()},
     }
-    atomic_write_text(run_dir / EVAL_NAME, json.dumps(_json_safe(record), indent=1) + "\n")
+    atomic_write_text(run_dir / EVAL_NAME, json.dumps(json_safe(record), indent=1) + "\n")
     return record
 
 
@@ -677,22 +677,8 @@ def _plot(path: Path, runs: list[dict], models: list[str]) -> Path:
     return path
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def _nan_floats(value):
-    """Inverse of :func:`_json_safe` for metrics: None -> NaN in a run record."""
+    """Inverse of :func:`json_safe` for metrics: None -> NaN in a run record."""
     return {k: (math.nan if v is None and k in METRICS else v) for k, v in value.items()}
 
 
@@ -855,7 +841,7 @@ def compare(project, models: str | list[str], *, seeds: int = 3,
             else:
                 spec["resume"] = state == "resume"
                 spec_path = atomic_write_text(run_dir / SPEC_NAME,
-                                              json.dumps(_json_safe(spec), indent=1) + "\n")
+                                              json.dumps(json_safe(spec), indent=1) + "\n")
                 logger.info("%s seed %d: %s in %s", name, seed,
                             "resuming" if spec["resume"] else "training", run_dir)
                 if isolate:
@@ -896,7 +882,7 @@ def compare(project, models: str | list[str], *, seeds: int = 3,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = atomic_write_text(out_dir / "compare.json",
-                                  json.dumps(_json_safe(content), indent=1) + "\n")
+                                  json.dumps(json_safe(content), indent=1) + "\n")
     csv_path = _write_csv(out_dir / "compare.csv", table)
     markdown_path = atomic_write_text(out_dir / "compare.md", format_markdown(content))
     figure_path = _plot(out_dir / "compare_surface_distance.png", runs, names)

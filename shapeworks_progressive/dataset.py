@@ -50,6 +50,7 @@ import numpy as np
 from .errors import ImageError, ProjectValidationError
 from .fileio import atomic_path, atomic_write_text
 from .grid import Grid
+from .meshes import is_mesh_path
 from .normalization import IntensityNormalization
 from .registration import STAGES, RegistrationResult, register_to_reference
 from .scales import choose_particle_order, validate_scale_sizes
@@ -69,7 +70,6 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 CACHE_VERSION = 2
-_MESH_SUFFIXES = (".vtk", ".vtp", ".ply", ".stl", ".obj")
 
 
 @dataclass
@@ -166,10 +166,6 @@ class PreparedData:
 
 
 # ------------------------------------------------------------------------- checks
-
-
-def _is_mesh(path: Path) -> bool:
-    return str(path).lower().endswith(_MESH_SUFFIXES)
 
 
 def _shape_path(subject) -> Path | None:
@@ -292,7 +288,7 @@ def _segmentation_on_grid(shape_path: Path, image_to_world: np.ndarray, grid: Gr
 
     from .images import read_image, resample_to_grid, voxelize_mesh
 
-    if _is_mesh(shape_path):
+    if is_mesh_path(shape_path):
         from .meshes import read_mesh
 
         return voxelize_mesh(read_mesh(shape_path), grid, image_to_world)

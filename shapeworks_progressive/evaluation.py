@@ -49,7 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, json_safe
+from .meshes import is_mesh_path
 
 __all__ = ["check_ground_truth", "evaluate_predictions", "evaluate_run", "EvaluationResult",
            "original_surface_world", "particle_errors", "segmentation_dice", "mesh_dice",
@@ -109,12 +110,6 @@ def particle_errors(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, fl
     return float(np.sqrt(np.mean(distances ** 2))), float(np.mean(distances))
 
 
-def _is_mesh(path) -> bool:
-    from .meshes import is_mesh_path
-
-    return is_mesh_path(path)
-
-
 def original_surface_world(subject, *, domain_index: int = 0,
                            image_to_world: np.ndarray | None = None):
     """The subject's original surface in a world frame, or ``None`` if it has none.
@@ -128,7 +123,7 @@ def original_surface_world(subject, *, domain_index: int = 0,
     shape = subject.shapes[domain_index] if len(subject.shapes) > domain_index else None
     groomed = subject.groomed[domain_index] if len(subject.groomed) > domain_index else None
     if shape is not None and Path(shape).is_file():
-        if _is_mesh(shape):
+        if is_mesh_path(shape):
             mesh = read_mesh(shape)
         else:
             import SimpleITK as sitk
@@ -138,7 +133,7 @@ def original_surface_world(subject, *, domain_index: int = 0,
             labels = sitk.ReadImage(str(shape))
             mask = sitk.Cast(labels > 0, sitk.sitkUInt8)
             mesh = segmentation_to_mesh(mask, smoothing_iterations=0)
-    elif groomed is not None and Path(groomed).is_file() and _is_mesh(groomed):
+    elif groomed is not None and Path(groomed).is_file() and is_mesh_path(groomed):
         mesh = read_mesh(groomed)
     else:
         return None
@@ -346,7 +341,7 @@ def evaluate_predictions(project, predictions: list, out_dir: str | os.PathLike,
         dice_value = math.nan
         shape = subject.shapes[0] if subject is not None and subject.shapes else None
         if prediction.segmentation is not None and shape is not None and Path(shape).is_file():
-            if _is_mesh(shape):
+            if is_mesh_path(shape):
                 from .meshes import read_mesh
 
                 dice_value = mesh_dice(prediction.segmentation, read_mesh(shape))
@@ -415,7 +410,7 @@ def evaluate_predictions(project, predictions: list, out_dir: str | os.PathLike,
     summary = summarize(rows_out, method=method, reference_index=template_row,
                          project_path=project.path)
     summary_path = atomic_write_text(out_dir / "summary.json",
-                                     json.dumps(_json_safe(summary), indent=2) + "\n")
+                                     json.dumps(json_safe(summary), indent=2) + "\n")
     logger.info("evaluated %d prediction(s); wrote %s and %s", len(predictions), csv_path,
                 summary_path)
     return EvaluationResult(rows=rows_out, summary=summary, out_dir=out_dir, csv_path=csv_path,
@@ -468,20 +463,6 @@ def summarize(rows: list[dict], *, method: str = "displacement", reference_index
         "finest": {m: _statistics([r[m] for r in finest]) for m in SUMMARY_METRICS},
         "per_subject": {r["subject"]: {m: r[m] for m in SUMMARY_METRICS} for r in finest},
     }
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def _write_csv(path: Path, rows: list[dict]) -> Path:

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MeshWarpError, ProjectError
+from .meshes import is_mesh_path
 
 __all__ = ["MeshWarper", "clean_template", "embed_particles", "image_isosurface",
            "WARP_METHODS"]
@@ -349,7 +350,7 @@ class MeshWarper:
                        f"{project.path} needs a groomed file and local particles; got "
                        f"groomed={groomed}, local_particles={local}")
             raise ProjectError(message)
-        mesh = read_mesh(groomed) if _is_mesh(groomed) else image_isosurface(groomed)
+        mesh = read_mesh(groomed) if is_mesh_path(groomed) else image_isosurface(groomed)
         particles = read_particles(local)
         if rows is not None:
             particles = particles[np.asarray(rows, dtype=np.int64)]
@@ -441,7 +442,3 @@ def image_isosurface(path: str | os.PathLike, level: float = 0.0):
     return arrays_to_mesh(apply_transform(vertices_index, index_to_world), faces)
 
 
-def _is_mesh(path: str | os.PathLike) -> bool:
-    from .meshes import is_mesh_path
-
-    return is_mesh_path(Path(path))
