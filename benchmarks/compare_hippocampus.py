@@ -40,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_PROJECT = REPO / "output" / "hippocampus" / "hippocampus.swproj"
 ALL_MODELS = "deepssm,tl-deepssm,single-scale,progressive,progressive-no-seg,progressive-shallow"
+DEFAULT_EPOCHS = 72
+DEFAULT_SEEDS = "1,deepssm=3,progressive=3"
 
 logger = logging.getLogger("benchmarks.compare_hippocampus")
 
@@ -61,8 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--project", type=Path, default=DEFAULT_PROJECT,
                         help=f"hippocampus project (default: {DEFAULT_PROJECT})")
     parser.add_argument("--models", default=None, help=f"default: {ALL_MODELS}")
-    parser.add_argument("--epochs", type=int, default=None, help="default: 72")
-    parser.add_argument("--seeds", type=int, default=None, help="default: 3")
+    parser.add_argument("--epochs", type=int, default=None, help=f"default: {DEFAULT_EPOCHS}")
+    parser.add_argument("--seeds", default=None, metavar="N[,MODEL=N...]",
+                        help=f"seed counts (default: {DEFAULT_SEEDS}: three seeds for the "
+                             "two models the targets compare, one for the ablations)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch CPU threads per run (default: every core)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
@@ -85,8 +89,8 @@ def main(argv=None) -> int:
         return 2
     smoke = args.smoke
     models = args.models or ("deepssm,progressive" if smoke else ALL_MODELS)
-    epochs = args.epochs or (1 if smoke else 72)
-    seeds = args.seeds or (1 if smoke else 3)
+    epochs = args.epochs or (1 if smoke else DEFAULT_EPOCHS)
+    seeds = args.seeds or ("1" if smoke else DEFAULT_SEEDS)
     name = "hippocampus_compare_smoke" if smoke else "hippocampus_compare"
     config = {"run": {"num_threads": int(args.threads), "device": args.device}}
     out_dir = project.parent / "progressive_runs" / ("compare_smoke" if smoke
@@ -113,7 +117,7 @@ def main(argv=None) -> int:
     header = [
         "<!-- written by benchmarks/compare_hippocampus.py; do not edit by hand -->",
         f"> {'SMOKE RUN (pipeline check only, not the benchmark): ' if smoke else ''}"
-        f"budget {epochs} epochs per model, seeds {list(range(seeds))}, {args.threads} CPU "
+        f"budget {epochs} epochs per model, seed counts `{seeds}`, {args.threads} CPU "
         f"thread(s), training on {args.device}; commit `{git['commit']}` "
         f"({git['tracked_files_changed']} tracked file(s) changed); "
         f"{content['machine']['summary']}; {content['date']}; "

@@ -96,7 +96,7 @@ import numpy as np
 from .errors import ConfigError
 from .fileio import atomic_path, atomic_write_text, json_safe
 
-__all__ = ["MODELS", "METRICS", "parse_models", "epoch_plan", "variant_config", "compare",
+__all__ = ["MODELS", "METRICS", "parse_models", "parse_seeds", "epoch_plan", "variant_config", "compare",
            "aggregate", "check_targets", "format_markdown", "machine_info", "CompareResult",
            "SPEC_NAME", "TRAIN_NAME", "EVAL_NAME"]
 
@@ -162,6 +162,44 @@ def parse_models(models: str | list[str] | tuple[str, ...]) -> list[str]:
     if problems:
         raise ConfigError(problems)
     return names
+
+
+def parse_seeds(seeds: int | str | dict, models: list[str]) -> dict[str, int]:
+    """Seed counts per model from ``3``, ``"3"`` or ``"1,deepssm=3,progressive=3"``.
+
+    A bare number is the count of every model not named; ``model=N`` sets one model's
+    count (seeds ``0 .. N - 1``). A dict maps model names to counts (the others get 1).
+
+    Raises
+    ------
+    ConfigError
+        A count below 1, a malformed item, or a model name that is not in ``models``.
+    """
+    default, named = 1, {}
+    if isinstance(seeds, dict):
+        named = dict(seeds)
+    elif isinstance(seeds, str):
+        for item in (part.strip() for part in seeds.split(",")):
+            if not item:
+                continue
+            key, sep, value = item.partition("=")
+            try:
+                if sep:
+                    named[key.strip().lower()] = int(value)
+                else:
+                    default = int(key)
+            except ValueError:
+                raise ConfigError(f"--seeds item {item!r} is not N or MODEL=N") from None
+    else:
+        default = int(seeds)
+    problems = [f"--seeds names {name!r}, which is not among the models compared "
+                f"({', '.join(models)})" for name in named if name not in models]
+    counts = {name: int(named.get(name, default)) for name in models}
+    problems += [f"--seeds must be >= 1; got {count} for {name}"
+                 for name, count in counts.items() if count < 1]
+    if problems:
+        raise ConfigError(problems)
+    return counts
 
 
 def epoch_plan(model: str, epochs: int, config: dict, num_scales: int) -> dict[str, int]:
@@ -596,7 +634,8 @@ def format_markdown(result: dict) -> str:
     rows = result["table"]
     lines = [f"# Model comparison on `{Path(result['project']).name}`", ""]
     budget = result["budget"]
-    lines += [f"{budget['epochs']} epochs per model, seeds {budget['seeds']}, test split of "
+    lines += [f"{budget['epochs']} epochs per model, seeds {_format_seeds(budget['seeds'])}, "
+              f"test split of "
               f"{result['n_test']} subject(s); mean ± sample std across seeds (each seed: "
               "mean over test subjects, finest scale). Lower is better except Dice.", ""]
     header = ["model", "seeds"] + [title for title, _ in METRICS.values()]
@@ -737,7 +776,7 @@ class CompareResult:
     trained: list = field(default_factory=list)
 
 
-def compare(project, models: str | list[str], *, seeds: int = 3,
+def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
             config: str | os.PathLike | dict | None = None,
             out_dir: str | os.PathLike | None = None, epochs: int | None = None,
             device: str | None = None, predict_device: str = "cpu",
@@ -751,8 +790,9 @@ def compare(project, models: str | list[str], *, seeds: int = 3,
         The ShapeWorks project with ``train``/``val``/``test`` splits (only read).
     models : str or list of str
         Names of :data:`MODELS`, comma-separated or a list.
-    seeds : int, default: 3
-        Seeds ``0 .. seeds - 1`` per model.
+    seeds : int, str or dict, default: 3
+        Seeds ``0 .. N - 1`` per model: one count for all, or per model (see
+        :func:`parse_seeds`, e.g. ``"1,deepssm=3,progressive=3"``).
     config : path-like or dict, optional
         Base training config (file, or a dict like one); missing keys take the defaults.
     out_dir : path-like, optional
@@ -784,8 +824,7 @@ def compare(project, models: str | list[str], *, seeds: int = 3,
 
     # Check everything first
     names = parse_models(models)
-    if int(seeds) < 1:
-        raise ConfigError(f"--seeds must be >= 1; got {seeds}")
+    seed_counts = parse_seeds(seeds, names)
     if not hasattr(project, "subjects"):
         project = Project.load(Path(project).resolve())
     overrides = {"run": {"device": device}} if device is not None else None
@@ -819,14 +858,14 @@ def compare(project, models: str | list[str], *, seeds: int = 3,
     config_scaled["data"]["scales"] = [int(n) for n in data.scale_sizes]
     budget = int(epochs) if epochs is not None else total_epochs(config_scaled, num_scales)
     plans = {name: epoch_plan(name, budget, config_scaled, num_scales) for name in names}
-    logger.info("compare %s on %s: %d seed(s), %d epochs each, into %s", ", ".join(names),
-                project.path, seeds, budget, out_dir)
+    logger.info("compare %s on %s: seeds %s, %d epochs each, into %s", ", ".join(names),
+                project.path, seed_counts, budget, out_dir)
 
     # Train (or reuse), predict and evaluate every run
     runs: list[dict] = []
     trained: list[str] = []
     for name in names:
-        for seed in range(int(seeds)):
+        for seed in range(seed_counts[name]):
             run_dir = out_dir / name / f"seed{seed}"
             spec = {"model": name, "seed": seed, "plan": plans[name],
                     "config": variant_config(config_scaled, name, plans[name], seed=seed,
@@ -863,7 +902,7 @@ def compare(project, models: str | list[str], *, seeds: int = 3,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine_info(base["run"]["device"]),
         "models": names,
-        "budget": {"epochs": budget, "seeds": list(range(int(seeds)))},
+        "budget": {"epochs": budget, "seeds": _seed_lists(seed_counts)},
         "epoch_plans": plans,
         "data": {"settings": data_settings, "cache": str(data.cache_path),
                  "grid_size": [int(v) for v in data.grid.size],
@@ -890,6 +929,19 @@ def compare(project, models: str | list[str], *, seeds: int = 3,
     return CompareResult(out_dir=out_dir, runs=runs, table=table, targets=targets,
                          markdown_path=markdown_path, csv_path=csv_path, json_path=json_path,
                          figure_path=figure_path, trained=trained)
+
+
+def _seed_lists(counts: dict[str, int]) -> list[int] | dict[str, list[int]]:
+    """One list of seeds when every model has the same, else one list per model."""
+    lists = {name: list(range(count)) for name, count in counts.items()}
+    distinct = {tuple(v) for v in lists.values()}
+    return list(distinct.pop()) if len(distinct) == 1 else lists
+
+
+def _format_seeds(seeds) -> str:
+    if isinstance(seeds, dict):
+        return ", ".join(f"`{name}` {values}" for name, values in seeds.items())
+    return str(seeds)
 
 
 def _worker_main(argv: list[str]) -> int:

@@ -20,7 +20,8 @@ Sections
     motion) and ``seg_features`` (point heads also read the segmentation decoder).
 ``loss``
     ``particle`` (``"mse"``: squared point distance in mm^2, or ``"focal"``), ``focal_a``,
-    ``focal_c`` (mm), ``seg_weight`` (lambda of Dice + cross-entropy), ``deep_supervision``
+    ``focal_c`` (mm), ``seg_weight`` (lambda of Dice + cross-entropy), ``surface_weight``
+    (weight of the Chamfer surface term, mm^2; see ``losses.surface_loss``), ``deep_supervision``
     (``"all"`` active scales or ``"shallow"``: the newest only), ``scale_weights`` (one
     weight per scale, or null for all ones).
 ``schedule``
@@ -63,7 +64,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "global_hidden": 256, "offset_scale_mm": 5.0, "dropout": 0.0,
               "segmentation": True, "shape_modes": 20, "pose": True, "seg_features": False},
     "loss": {"particle": "mse", "focal_a": 1.32, "focal_c": 2.0, "seg_weight": 5.0,
-             "deep_supervision": "all", "scale_weights": None},
+             "surface_weight": 2.0, "deep_supervision": "all", "scale_weights": None},
     "schedule": {"progressive": True, "epochs_per_stage": 15, "final_epochs": 45,
                  "fade_in_epochs": 0},
     "optim": {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 8, "lr_schedule": "cosine",
@@ -86,6 +87,7 @@ _NON_NEGATIVE_INT = {("schedule", "epochs_per_stage"), ("schedule", "fade_in_epo
                      ("run", "seed"), ("model", "shape_modes")}
 _POSITIVE_NUMBER = {("optim", "lr"), ("model", "offset_scale_mm"), ("loss", "focal_a")}
 _NON_NEGATIVE_NUMBER = {("data", "padding_mm"), ("loss", "focal_c"), ("loss", "seg_weight"),
+                        ("loss", "surface_weight"),
                         ("optim", "weight_decay"), ("optim", "grad_clip"),
                         ("augment", "intensity_scale"), ("augment", "intensity_shift"),
                         ("augment", "noise_std"), ("augment", "rotation_deg"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-__all__ = ["particle_loss", "deep_supervision_loss", "dice_loss", "segmentation_loss",
+__all__ = ["particle_loss", "surface_loss", "deep_supervision_loss", "dice_loss", "segmentation_loss",
            "point_rmse", "LossTerms", "compute_loss", "scale_loss_weights"]
 
 
@@ -61,6 +61,40 @@ def particle_loss(pred_world: torch.Tensor, target_world: torch.Tensor, *, kind:
     else:
         raise ValueError(f"unknown particle loss {kind!r}; use 'mse' or 'focal'")
     return _masked_mean(values, mask)
+
+
+def surface_loss(pred_world: torch.Tensor, target_world: torch.Tensor,
+                 target_subset: int | None = None) -> torch.Tensor:
+    """Correspondence-free surface term: a symmetric squared Chamfer distance (mm^2).
+
+    The particle loss asks every particle to land on its own true particle; its optimum
+    under uncertainty is the conditional mean, which lies *inside* a curved surface (a
+    shrunken shape). This term only asks that the predicted particles lie on the true
+    surface and cover it: each predicted particle's squared distance to the nearest true
+    particle (all ``N`` true particles sample the surface), plus each of the first
+    ``target_subset`` true particles' squared distance to the nearest predicted one.
+
+    Parameters
+    ----------
+    pred_world : (B, n, 3) Tensor
+        Predicted particles of one scale, world mm.
+    target_world : (B, N, 3) Tensor
+        All true particles (model order), world mm; non-finite rows are left out.
+    target_subset : int, optional
+        True particles used for the coverage term (default ``n``, the scale's own).
+    """
+    pred = pred_world.float()
+    target = target_world.float()
+    finite = torch.isfinite(target).all(dim=-1)  # (B, N)
+    target = torch.nan_to_num(target, nan=0.0, posinf=0.0, neginf=0.0)
+    squared = torch.cdist(pred, target).pow(2)  # (B, n, N)
+    far = torch.finfo(squared.dtype).max / 4
+    squared = torch.where(finite[:, None, :], squared, torch.full_like(squared, far))
+    to_surface = squared.min(dim=2).values  # (B, n)
+    has_target = finite.any(dim=1, keepdim=True).expand_as(to_surface)
+    k = pred.shape[1] if target_subset is None else int(target_subset)
+    coverage = squared[:, :, :k].min(dim=1).values  # (B, k)
+    return (_masked_mean(to_surface, has_target) + _masked_mean(coverage, finite[:, :k]))
 
 
 def point_rmse(pred_world: torch.Tensor, target_world: torch.Tensor) -> tuple[float, int]:
@@ -200,6 +234,11 @@ def compute_loss(output, target_world: torch.Tensor, target_seg: torch.Tensor | 
     total, per_scale = deep_supervision_loss(
         output.particles, target_world, weights, kind=loss_config["particle"],
         focal_a=loss_config["focal_a"], focal_c=loss_config["focal_c"])
+    surface_weight = float(loss_config.get("surface_weight", 0.0))
+    if surface_weight > 0:
+        for pred, weight in zip(output.particles, weights):
+            if weight:
+                total = total + surface_weight * weight * surface_loss(pred, target_world)
     seg = None
     lam = float(loss_config["seg_weight"])
     if lam > 0 and target_seg is not None and output.segmentation_logits is not None:

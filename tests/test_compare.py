@@ -15,7 +15,7 @@ import pytest
 
 from shapeworks_progressive.cli import main
 from shapeworks_progressive.compare import (METRICS, check_targets, compare, epoch_plan,
-                                            format_markdown, parse_models)
+                                            format_markdown, parse_models, parse_seeds)
 from shapeworks_progressive.config import default_config
 from shapeworks_progressive.errors import ConfigError
 
@@ -164,3 +164,17 @@ def test_targets_are_judged_from_the_table():
                            row("progressive", 2.2, 0.1, 10.0, 0.5)])
     assert worse[0]["met"] is False and "10.0% higher" in worse[0]["text"]
     assert check_targets([row("progressive", 1.0, math.nan, 1.0, 0.1)])[0]["met"] is None
+
+
+def test_seed_counts_per_model():
+    models = ["deepssm", "tl-deepssm", "progressive"]
+    assert parse_seeds(3, models) == {"deepssm": 3, "tl-deepssm": 3, "progressive": 3}
+    assert parse_seeds("1,deepssm=3,progressive=3", models) == {
+        "deepssm": 3, "tl-deepssm": 1, "progressive": 3}
+    assert parse_seeds({"progressive": 2}, models)["progressive"] == 2
+    with pytest.raises(ConfigError, match="'single-scale', which is not among"):
+        parse_seeds("2,single-scale=3", models)
+    with pytest.raises(ConfigError, match="got 0 for tl-deepssm"):
+        parse_seeds("0,deepssm=1,progressive=1", models)
+    with pytest.raises(ConfigError, match="'deepssm=x' is not N or MODEL=N"):
+        parse_seeds("deepssm=x", models)

@@ -9,7 +9,7 @@ import torch
 
 from shapeworks_progressive.losses import (
     deep_supervision_loss, dice_loss, particle_loss, point_rmse, scale_loss_weights,
-    segmentation_loss)
+    segmentation_loss, surface_loss)
 
 
 def test_deep_supervision_loss_hand_computed():
@@ -72,3 +72,17 @@ def test_unknown_options_are_named():
         particle_loss(torch.zeros(1, 2, 3), torch.zeros(1, 1, 3))
     with pytest.raises(ValueError, match="unknown deep supervision mode 'none'"):
         scale_loss_weights(2, mode="none")
+
+
+def test_surface_loss_ignores_sliding_along_the_surface_but_not_shrinking():
+    # true particles on a unit-spaced line; the scale's own particles are rows 0-1
+    target = torch.tensor([[[0.0, 0, 0], [4.0, 0, 0], [1.0, 0, 0], [3.0, 0, 0]]])
+    slid = torch.tensor([[[1.0, 0, 0], [3.0, 0, 0]]])  # on true particles, but not its own
+    assert float(surface_loss(slid, target)) == pytest.approx(0 + 0.5 * (1 + 1))  # coverage
+    assert float(particle_loss(slid, target[:, :2])) == pytest.approx(1.0)
+    inside = torch.tensor([[[0.0, 2.0, 0], [4.0, 0, 0]]])  # row 0 is 2 mm off the line
+    # to surface: (4 + 0) / 2; coverage: true (0,0,0) -> 4 (to (0,2,0)), true (4,0,0) -> 0
+    assert float(surface_loss(inside, target)) == pytest.approx(2.0 + 2.0)
+    # a non-finite true particle is left out: (1,0,0) now lies 1 mm from the nearest one
+    target[0, 2] = float("nan")
+    assert float(surface_loss(slid, target)) == pytest.approx(0.5 * (1 + 0) + 0.5 * (1 + 1))

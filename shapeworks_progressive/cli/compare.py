@@ -31,8 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("project", type=Path, help="the .swproj or .xlsx project file")
     parser.add_argument("--models", default=_ALL_MODELS,
                         help=f"comma-separated model variants (default: {_ALL_MODELS})")
-    parser.add_argument("--seeds", type=int, default=3, metavar="N",
-                        help="seeds 0..N-1 per model (default: 3)")
+    parser.add_argument("--seeds", default="3", metavar="N[,MODEL=N...]",
+                        help="seeds 0..N-1 per model (default: 3); MODEL=N items give one "
+                             "model its own count, e.g. 1,deepssm=3,progressive=3")
     parser.add_argument("--config", type=Path, default=None,
                         help="base training JSON config; missing keys take the defaults")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
