@@ -64,7 +64,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "global_hidden": 256, "offset_scale_mm": 5.0, "dropout": 0.0,
               "segmentation": True, "shape_modes": 20, "pose": True, "seg_features": False},
     "loss": {"particle": "mse", "focal_a": 1.32, "focal_c": 2.0, "seg_weight": 5.0,
-             "surface_weight": 2.0, "deep_supervision": "all", "scale_weights": None},
+             "surface_weight": 5.0, "deep_supervision": "all", "scale_weights": None},
     "schedule": {"progressive": True, "epochs_per_stage": 15, "final_epochs": 45,
                  "fade_in_epochs": 0},
     "optim": {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 8, "lr_schedule": "cosine",

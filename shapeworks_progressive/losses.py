@@ -87,9 +87,12 @@ def surface_loss(pred_world: torch.Tensor, target_world: torch.Tensor,
     target = target_world.float()
     finite = torch.isfinite(target).all(dim=-1)  # (B, N)
     target = torch.nan_to_num(target, nan=0.0, posinf=0.0, neginf=0.0)
-    squared = torch.cdist(pred, target).pow(2)  # (B, n, N)
-    far = torch.finfo(squared.dtype).max / 4
-    squared = torch.where(finite[:, None, :], squared, torch.full_like(squared, far))
+    # |p - t|^2 = |p|^2 + |t|^2 - 2 p.t: matrix products, cheaper than cdist backward
+    squared = ((pred * pred).sum(-1)[:, :, None] + (target * target).sum(-1)[:, None, :]
+               - 2 * pred @ target.transpose(1, 2)).clamp_min(0)  # (B, n, N)
+    if not bool(finite.all()):
+        far = torch.finfo(squared.dtype).max / 4
+        squared = torch.where(finite[:, None, :], squared, torch.full_like(squared, far))
     to_surface = squared.min(dim=2).values  # (B, n)
     has_target = finite.any(dim=1, keepdim=True).expand_as(to_surface)
     k = pred.shape[1] if target_subset is None else int(target_subset)

@@ -146,15 +146,15 @@ def test_switches_change_which_loss_terms_are_active():
     seg = torch.ones(1, 1, 2, 2, 2)
     terms = compute_loss(output, target, seg, config["loss"])
     assert terms.weights == [1.0, 1.0, 1.0] and terms.segmentation is not None
-    # 3 scales x (3 mm^2 + surface 2 x (3 + 3) mm^2) + 5 x (dice 1 - (2*0.5*8+1)/(4+8+1)
+    # 3 scales x (3 mm^2 + surface 5 x (3 + 3) mm^2) + 5 x (dice 1 - (2*0.5*8+1)/(4+8+1)
     # + bce log 2)
     dice = 1 - 9 / 13
-    assert float(terms.total) == pytest.approx(3 * (3 + 2 * 6) + 5 * (dice + np.log(2)),
+    assert float(terms.total) == pytest.approx(3 * (3 + 5 * 6) + 5 * (dice + np.log(2)),
                                                rel=1e-6)
     shallow = load_config(overrides={"loss": {"deep_supervision": "shallow", "seg_weight": 0}})
     terms = compute_loss(output, target, seg, shallow["loss"])
     assert terms.weights == [0.0, 0.0, 1.0] and terms.segmentation is None
-    assert float(terms.total) == pytest.approx(3.0 + 2 * 6)
+    assert float(terms.total) == pytest.approx(3.0 + 5 * 6)
     plain = load_config(overrides={"loss": {"surface_weight": 0, "seg_weight": 0}})
     assert float(compute_loss(output, target, seg, plain["loss"]).total) == pytest.approx(9.0)
 
