@@ -9,11 +9,15 @@ scales 128/256/512/1024) with a stated budget, then writes the committed results
 ``benchmarks/results/hippocampus_compare.json`` every number per run, plus the above
 ``benchmarks/results/hippocampus_compare.png``  test surface distance per model
 
-Budget (default): all six models, 72 epochs each (the default progressive schedule,
-3 x 12 + 36; Base-DeepSSM 70 + 2 fine-tuning; TL-DeepSSM 32 / 32 / 8), seeds 0, 1, 2,
-default config (grid spacing 1.5 mm), every CPU core (``run.num_threads``). Runs live in
+Budget (default, what the committed results used): all seven models, 36 epochs each
+(progressive variants 6 / 6 / 6 + 18, one scale added per stage; single-scale 36;
+Base-DeepSSM 34 + 2 fine-tuning; TL-DeepSSM 16 autoencoder / 16 T-flank / 4 joint); seeds
+0, 1, 2 for ``deepssm`` and ``progressive`` (the two the targets compare, spread included)
+and seed 0 for the five others; default config (grid spacing 1.5 mm); every CPU core
+(``run.num_threads``). About 1.5 hours on a 2-core CPU. Runs live in
 ``output/hippocampus/progressive_runs/compare_benchmark`` and are reused when the script
-is run again (a killed benchmark continues where it stopped).
+is run again (a killed benchmark continues where it stopped; more seeds train only the
+new ones).
 
 Usage (from the repository root)::
 
@@ -39,8 +43,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_PROJECT = REPO / "output" / "hippocampus" / "hippocampus.swproj"
-ALL_MODELS = "deepssm,tl-deepssm,single-scale,progressive,progressive-no-seg,progressive-shallow"
-DEFAULT_EPOCHS = 72
+ALL_MODELS = ("deepssm,tl-deepssm,single-scale,progressive,progressive-no-seg,"
+              "progressive-shallow,progressive-no-surface")
+DEFAULT_EPOCHS = 36
 DEFAULT_SEEDS = "1,deepssm=3,progressive=3"
 
 logger = logging.getLogger("benchmarks.compare_hippocampus")

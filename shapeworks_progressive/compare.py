@@ -14,12 +14,15 @@ Model variants (:data:`MODELS`)
 ``progressive-no-seg``   the same with ``model.segmentation`` false
 ``progressive-shallow``  the same with ``loss.deep_supervision = "shallow"`` (loss on the
                          newest scale only)
+``progressive-no-surface`` the same with ``loss.surface_weight = 0``: the particle distance
+                         alone, the loss DeepSSM trains with
 ``single-scale``         the same network with **one scale holding every particle**
                          (``scale_sizes = [N]``): the global head predicts all ``N``
                          particles and one point-wise head refines them; no coarse scales,
                          so no progression and no deep supervision
 ``deepssm``              Base-DeepSSM (PCA head, frozen PCA decoder, then fine-tuning of the
-                         decoder), :func:`~shapeworks_progressive.baselines.train_deepssm`
+                         decoder), :func:`~shapeworks_progressive.baselines.train_deepssm`,
+                         with the particle loss alone (no surface term), as published
 ``tl-deepssm``           TL-DeepSSM in its three stages,
                          :func:`~shapeworks_progressive.baselines.train_tl_deepssm`
 
@@ -109,8 +112,11 @@ MODELS: dict[str, str] = {
     "progressive": "Progressive DeepSSM (default config)",
     "progressive-no-seg": "Progressive DeepSSM without the segmentation task",
     "progressive-shallow": "Progressive DeepSSM, loss on the newest scale only",
+    "progressive-no-surface": "Progressive DeepSSM without the surface term (particle "
+                              "distance only, as DeepSSM)",
 }
-_PROGRESSIVE = ("progressive", "progressive-no-seg", "progressive-shallow")
+_PROGRESSIVE = ("progressive", "progressive-no-seg", "progressive-shallow",
+                "progressive-no-surface")
 
 #: Metric key -> (column title, digits)
 METRICS: dict[str, tuple[str, int]] = {
@@ -253,9 +259,11 @@ def variant_config(base: dict, model: str, plan: dict, *, seed: int,
     """The complete config of one run: ``base`` with the variant's changes and the seed.
 
     ``progressive-no-seg`` sets ``model.segmentation`` false, ``progressive-shallow``
-    ``loss.deep_supervision`` ``"shallow"``, ``single-scale`` ``data.scales`` ``[N]``; the
-    schedule follows ``plan``. The baselines keep the base config (their trainers use its
-    ``loss``, ``optim``, ``augment`` and ``run`` sections).
+    ``loss.deep_supervision`` ``"shallow"``, ``progressive-no-surface``
+    ``loss.surface_weight`` 0, ``single-scale`` ``data.scales`` ``[N]``; the schedule
+    follows ``plan``. The baselines keep the base config (their trainers use its ``optim``,
+    ``augment`` and ``run`` sections) but train with the particle loss alone, as published
+    (Base-DeepSSM: ``loss.surface_weight`` 0).
     """
     config = copy.deepcopy(base)
     config["run"]["seed"] = int(seed)
@@ -267,6 +275,8 @@ def variant_config(base: dict, model: str, plan: dict, *, seed: int,
         config["model"]["segmentation"] = False
     elif model == "progressive-shallow":
         config["loss"]["deep_supervision"] = "shallow"
+    elif model in ("progressive-no-surface", "deepssm"):
+        config["loss"]["surface_weight"] = 0.0
     elif model == "single-scale":
         config["data"]["scales"] = [int(num_particles)]
         config["schedule"]["progressive"] = False

@@ -15,7 +15,8 @@ import pytest
 
 from shapeworks_progressive.cli import main
 from shapeworks_progressive.compare import (METRICS, check_targets, compare, epoch_plan,
-                                            format_markdown, parse_models, parse_seeds)
+                                            format_markdown, parse_models, parse_seeds,
+                                            variant_config)
 from shapeworks_progressive.config import default_config
 from shapeworks_progressive.errors import ConfigError
 
@@ -123,7 +124,7 @@ def test_unknown_model_lists_the_choices(tmp_path, capsys):
     assert "'progresive'" in message and "did you mean 'progressive'" in message
     assert "'unet'" in message
     for name in ("deepssm", "tl-deepssm", "single-scale", "progressive-no-seg",
-                 "progressive-shallow"):
+                 "progressive-shallow", "progressive-no-surface"):
         assert name in message
     status = main(["compare", str(tmp_path / "missing.swproj"), "--models", "unet"])
     assert status == 2
@@ -178,3 +179,14 @@ def test_seed_counts_per_model():
         parse_seeds("0,deepssm=1,progressive=1", models)
     with pytest.raises(ConfigError, match="'deepssm=x' is not N or MODEL=N"):
         parse_seeds("deepssm=x", models)
+
+
+def test_the_surface_term_is_off_where_the_method_has_none():
+    base = default_config()
+    plan = {"epochs_per_stage": 1, "final_epochs": 2}
+    weights = {m: variant_config(base, m, plan, seed=0, num_particles=16)["loss"]
+               ["surface_weight"] for m in ("progressive", "progressive-no-seg",
+                                            "progressive-no-surface", "deepssm")}
+    assert weights == {"progressive": 5.0, "progressive-no-seg": 5.0,
+                       "progressive-no-surface": 0.0, "deepssm": 0.0}
+    assert base["loss"]["surface_weight"] == 5.0  # the base config is not changed

@@ -13,7 +13,8 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run"]
 
-_ALL_MODELS = "deepssm,tl-deepssm,single-scale,progressive,progressive-no-seg,progressive-shallow"
+_ALL_MODELS = ("deepssm,tl-deepssm,single-scale,progressive,progressive-no-seg,"
+               "progressive-shallow,progressive-no-surface")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
