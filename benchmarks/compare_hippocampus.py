@@ -101,7 +101,8 @@ def main(argv=None) -> int:
     out_dir = project.parent / "progressive_runs" / ("compare_smoke" if smoke
                                                      else "compare_benchmark")
 
-    # Run (or continue) the comparison
+    # Run (or continue) the comparison, with the code as it is now
+    git_at_start = git_state()
     started = time.perf_counter()
     result = compare(project, models, seeds=seeds, config=config, out_dir=out_dir,
                      epochs=epochs, device=args.device, predict_device="cpu", progress=False)
@@ -114,7 +115,8 @@ def main(argv=None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "budget": {"models": models.split(","), "epochs": epochs, "seeds": seeds,
                    "threads": args.threads, "device": args.device},
-        "git": git_state(), "wall_seconds_this_call": round(wall, 1),
+        "git": git_at_start, "git_at_end": git_state(),
+        "wall_seconds_this_call": round(wall, 1),
         "runs_trained_this_call": result.trained,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
