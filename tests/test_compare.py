@@ -156,14 +156,23 @@ def test_targets_are_judged_from_the_table():
 
     met = check_targets([row("deepssm", 2.0, 0.2, 10.0, 0.5),
                          row("progressive", 1.6, 0.1, 14.0, 0.8)])
-    assert [t["met"] for t in met] == [True, True, True]
-    assert "20.0% lower" in met[0]["text"] and "1.40 x" in met[1]["text"]
+    assert [t["met"] for t in met] == [True, True, True, True]
+    assert "20.0% lower" in met[0]["text"] and "0.100 mm vs 0.200 mm" in met[1]["text"]
+    assert "1.40 x" in met[2]["text"]
     missed = check_targets([row("deepssm", 2.0, 0.2, 10.0, 0.5),
                             row("progressive", 1.8, 0.3, 16.0, 1.2)])
-    assert [t["met"] for t in missed] == [False, False, False]
+    assert [t["met"] for t in missed] == [False, False, False, False]
+    # The two parts of the first target are judged apart: lower, but a wider spread
+    wider = check_targets([row("deepssm", 2.0, 0.01, 10.0, 0.5),
+                           row("progressive", 1.0, 0.05, 10.0, 0.5)])
+    assert [t["met"] for t in wider[:2]] == [True, False]
+    assert "50.0% lower" in wider[0]["text"] and "5.0% vs 0.5%" in wider[1]["text"]
     worse = check_targets([row("deepssm", 2.0, 0.2, 10.0, 0.5),
                            row("progressive", 2.2, 0.1, 10.0, 0.5)])
     assert worse[0]["met"] is False and "10.0% higher" in worse[0]["text"]
+    one_seed = check_targets([row("deepssm", 2.0, math.nan, 10.0, 0.5),
+                              row("progressive", 1.0, math.nan, 1.0, 0.1)])
+    assert one_seed[0]["met"] is True and one_seed[1]["met"] is None
     assert check_targets([row("progressive", 1.0, math.nan, 1.0, 0.1)])[0]["met"] is None
 
 
