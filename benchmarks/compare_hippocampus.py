@@ -26,7 +26,12 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/compare_hippocampus.py --smoke    # 1 epoch, 2 models, 1 seed
 
 ``--smoke`` checks the whole pipeline on the real data in minutes; its files are
-``benchmarks/results/hippocampus_compare_smoke.*`` and say they are a smoke run.
+``benchmarks/results/hippocampus_compare_smoke.*`` and say they are a smoke run. Another
+``--epochs`` budget writes ``hippocampus_compare_<E>ep.*`` and keeps its runs in
+``compare_benchmark_<E>ep``, beside (never over) the default budget's::
+
+    .venv/bin/python benchmarks/compare_hippocampus.py --epochs 72 \
+        --models deepssm,progressive --seeds 3     # the pair at the demo's 72 epochs
 """
 
 from __future__ import annotations
@@ -98,10 +103,13 @@ def main(argv=None) -> int:
     models = args.models or ("deepssm,progressive" if smoke else ALL_MODELS)
     epochs = args.epochs or (1 if smoke else DEFAULT_EPOCHS)
     seeds = args.seeds or ("1" if smoke else DEFAULT_SEEDS)
-    name = "hippocampus_compare_smoke" if smoke else "hippocampus_compare"
+    # Another epoch budget gets its own result files and run folders (a run folder
+    # trained with other settings would be cleared and trained again)
+    suffix = "_smoke" if smoke else ("" if epochs == DEFAULT_EPOCHS else f"_{epochs}ep")
+    name = f"hippocampus_compare{suffix}"
     config = {"run": {"num_threads": int(args.threads), "device": args.device}}
     out_dir = project.parent / "progressive_runs" / ("compare_smoke" if smoke
-                                                     else "compare_benchmark")
+                                                     else f"compare_benchmark{suffix}")
 
     # Run (or continue) the comparison, with the code as it is now
     git_at_start = git_state()
