@@ -51,7 +51,7 @@ RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_PROJECT = REPO / "output" / "hippocampus" / "hippocampus.swproj"
 # The pair the targets compare first, so a benchmark cut short still answers them.
 ALL_MODELS = ("deepssm,progressive,tl-deepssm,single-scale,progressive-no-surface,"
-              "progressive-no-seg,progressive-shallow")
+              "progressive-no-seg,progressive-shallow,deepssm-surface")
 DEFAULT_EPOCHS = 16
 DEFAULT_SEEDS = "1,deepssm=3,progressive=3"
 

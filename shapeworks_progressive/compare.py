@@ -23,13 +23,15 @@ Model variants (:data:`MODELS`)
 ``deepssm``              Base-DeepSSM (PCA head, frozen PCA decoder, then fine-tuning of the
                          decoder), :func:`~shapeworks_progressive.baselines.train_deepssm`,
                          with the particle loss alone (no surface term), as published
+``deepssm-surface``      Base-DeepSSM trained with the progressive model's surface term
+                         too (not published): what the loss alone buys a PCA network
 ``tl-deepssm``           TL-DeepSSM in its three stages,
                          :func:`~shapeworks_progressive.baselines.train_tl_deepssm`
 
 Epoch budget
 ------------
 Every model gets the same total number of epochs ``E`` (``--epochs``; default the config's
-progressive schedule, 3 x 12 + 36 = 72 with the defaults), split by :func:`epoch_plan`:
+progressive schedule, 3 x 15 + 45 = 90 with the defaults), split by :func:`epoch_plan`:
 progressive variants keep the config's ratio of ``epochs_per_stage`` to ``final_epochs``;
 single-scale trains one stage of ``E``; Base-DeepSSM trains ``E - f`` base epochs and
 ``f = min(2, E // 10)`` fine-tuning epochs (ShapeWorks' default is 2); TL-DeepSSM splits
@@ -114,7 +116,9 @@ MODELS: dict[str, str] = {
     "progressive-shallow": "Progressive DeepSSM, loss on the newest scale only",
     "progressive-no-surface": "Progressive DeepSSM without the surface term (particle "
                               "distance only, as DeepSSM)",
+    "deepssm-surface": "Base-DeepSSM trained with the surface term too (not published)",
 }
+_DEEPSSM = ("deepssm", "deepssm-surface")
 _PROGRESSIVE = ("progressive", "progressive-no-seg", "progressive-shallow",
                 "progressive-no-surface")
 
@@ -226,7 +230,8 @@ def epoch_plan(model: str, epochs: int, config: dict, num_scales: int) -> dict[s
     -------
     dict
         ``total`` plus the model's stage epochs: ``epochs_per_stage``/``final_epochs``
-        (progressive variants and single-scale), ``base``/``fine_tune`` (deepssm) or
+        (progressive variants and single-scale), ``base``/``fine_tune`` (deepssm, its
+        surface variant) or
         ``ae``/``t_flank``/``joint`` (tl-deepssm). They always sum to ``total``.
     """
     epochs = int(epochs)
@@ -243,7 +248,7 @@ def epoch_plan(model: str, epochs: int, config: dict, num_scales: int) -> dict[s
                 "final_epochs": epochs - per * (num_scales - 1)}
     if model == "single-scale":
         return {"total": epochs, "epochs_per_stage": 0, "final_epochs": epochs}
-    if model == "deepssm":
+    if model in _DEEPSSM:
         fine_tune = min(2, epochs // 10)
         return {"total": epochs, "base": epochs - fine_tune, "fine_tune": fine_tune}
     if model == "tl-deepssm":
@@ -263,7 +268,8 @@ def variant_config(base: dict, model: str, plan: dict, *, seed: int,
     ``loss.surface_weight`` 0, ``single-scale`` ``data.scales`` ``[N]``; the schedule
     follows ``plan``. The baselines keep the base config (their trainers use its ``optim``,
     ``augment`` and ``run`` sections) but train with the particle loss alone, as published
-    (Base-DeepSSM: ``loss.surface_weight`` 0).
+    (Base-DeepSSM: ``loss.surface_weight`` 0), except ``deepssm-surface``, which keeps
+    the base config's surface term.
     """
     config = copy.deepcopy(base)
     config["run"]["seed"] = int(seed)
@@ -351,7 +357,7 @@ def train_run(spec: dict, *, progress: bool = True) -> dict:
     started = time.perf_counter()
 
     # Train the variant
-    if model_name == "deepssm":
+    if model_name in _DEEPSSM:
         view = _one_scale(data)
         model, _ = build_deepssm(view, seed=int(config["run"]["seed"]))
         result = train_deepssm(model, train, val, config, run_dir, epochs=plan["base"],

@@ -124,7 +124,7 @@ def test_unknown_model_lists_the_choices(tmp_path, capsys):
     assert "'progresive'" in message and "did you mean 'progressive'" in message
     assert "'unet'" in message
     for name in ("deepssm", "tl-deepssm", "single-scale", "progressive-no-seg",
-                 "progressive-shallow", "progressive-no-surface"):
+                 "progressive-shallow", "progressive-no-surface", "deepssm-surface"):
         assert name in message
     status = main(["compare", str(tmp_path / "missing.swproj"), "--models", "unet"])
     assert status == 2
@@ -134,9 +134,11 @@ def test_unknown_model_lists_the_choices(tmp_path, capsys):
 def test_every_model_gets_the_same_epoch_budget():
     config = default_config()
     plans = {m: epoch_plan(m, 72, config, 4) for m in parse_models(
-        "deepssm,tl-deepssm,single-scale,progressive,progressive-no-seg,progressive-shallow")}
+        "deepssm,tl-deepssm,single-scale,progressive,progressive-no-seg,progressive-shallow,"
+        "deepssm-surface")}
     assert plans["progressive"] == {"total": 72, "epochs_per_stage": 12, "final_epochs": 36}
-    assert plans["deepssm"] == {"total": 72, "base": 70, "fine_tune": 2}
+    assert plans["deepssm"] == plans["deepssm-surface"] == {"total": 72, "base": 70,
+                                                           "fine_tune": 2}
     assert plans["tl-deepssm"] == {"total": 72, "ae": 32, "t_flank": 32, "joint": 8}
     for epochs in range(1, 80):  # every budget is spent exactly, the image encoder trains
         for model in plans:
@@ -195,7 +197,9 @@ def test_the_surface_term_is_off_where_the_method_has_none():
     plan = {"epochs_per_stage": 1, "final_epochs": 2}
     weights = {m: variant_config(base, m, plan, seed=0, num_particles=16)["loss"]
                ["surface_weight"] for m in ("progressive", "progressive-no-seg",
-                                            "progressive-no-surface", "deepssm")}
+                                            "progressive-no-surface", "deepssm",
+                                            "deepssm-surface")}
     assert weights == {"progressive": 5.0, "progressive-no-seg": 5.0,
-                       "progressive-no-surface": 0.0, "deepssm": 0.0}
+                       "progressive-no-surface": 0.0, "deepssm": 0.0,
+                       "deepssm-surface": 5.0}
     assert base["loss"]["surface_weight"] == 5.0  # the base config is not changed

@@ -14,7 +14,7 @@ from pathlib import Path
 __all__ = ["add_parser", "run"]
 
 _ALL_MODELS = ("deepssm,tl-deepssm,single-scale,progressive,progressive-no-seg,"
-               "progressive-shallow,progressive-no-surface")
+               "progressive-shallow,progressive-no-surface,deepssm-surface")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "compare)")
     parser.add_argument("--epochs", type=int, default=None, metavar="N",
                         help="total epochs of every model (default: the config's "
-                             "progressive schedule, 72 with the defaults)")
+                             "progressive schedule, 90 with the defaults)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                         help="training device (overrides the config's run.device)")
     parser.add_argument("--predict-device", choices=("cpu", "cuda", "auto"), default="cpu",
