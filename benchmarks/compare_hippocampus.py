@@ -9,13 +9,13 @@ scales 128/256/512/1024) with a stated budget, then writes the committed results
 ``benchmarks/results/hippocampus_compare.json`` every number per run, plus the above
 ``benchmarks/results/hippocampus_compare.png``  test surface distance per model
 
-Budget (default, what the committed results used): all seven models, 16 epochs each
+Budget (default, what the committed results used): all eight models, 16 epochs each
 (progressive variants 2 / 2 / 2 + 10, one scale added per stage; single-scale 16;
-Base-DeepSSM 15 + 1 fine-tuning; TL-DeepSSM 7 autoencoder / 7 T-flank / 2 joint); seeds
-0, 1, 2 for ``deepssm`` and ``progressive`` (the two the targets compare, spread included,
-trained first) and seed 0 for the five others; default config (grid spacing 1.5 mm); every
-CPU core (``run.num_threads``). About 1 h 45 min on the 2-core CPU it was measured on
-(Base-DeepSSM about 44 s per epoch there). Runs live in
+Base-DeepSSM and its surface variant 15 + 1 fine-tuning; TL-DeepSSM 7 autoencoder / 7
+T-flank / 2 joint); seeds 0, 1, 2 for ``deepssm`` and ``progressive`` (the two the targets
+compare, spread included, trained first) and seed 0 for the six others; default config
+(grid spacing 1.5 mm); every CPU core (``run.num_threads``). 46 minutes on the 2-core AMD
+EPYC it was measured on (Base-DeepSSM about 20 s per epoch there). Runs live in
 ``output/hippocampus/progressive_runs/compare_benchmark`` and are reused when the script
 is run again (a killed benchmark continues where it stopped; more seeds train only the
 new ones).
@@ -68,6 +68,16 @@ def git_state() -> dict:
     changed = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
             "tracked_files_changed": None if changed is None else len(changed.splitlines())}
+
+
+def trained_at(runs: list[dict]) -> str:
+    """Which commits trained the runs, e.g. "`abc1234` (6), not recorded (3)"."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        commit = (run.get("trained_with") or {}).get("commit")
+        label = f"`{commit[:7]}`" if commit else "a commit not recorded"
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{label} ({count})" for label, count in counts.items())
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -131,14 +141,18 @@ def main(argv=None) -> int:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     git = content["benchmark"]["git"]
+    runs = content["runs"]
+    all_runs_minutes = sum(float(run.get("train_wall_seconds") or 0) for run in runs) / 60
     header = [
         "<!-- written by benchmarks/compare_hippocampus.py; do not edit by hand -->",
         f"> {'SMOKE RUN (pipeline check only, not the benchmark): ' if smoke else ''}"
         f"budget {epochs} epochs per model, seed counts `{seeds}`, {args.threads} CPU "
-        f"thread(s), training on {args.device}; commit `{git['commit']}` "
+        f"thread(s), training on {args.device}; tables written at commit `{git['commit']}` "
         f"({git['tracked_files_changed']} tracked file(s) changed); "
-        f"{content['machine']['summary']}; {content['date']}; "
-        f"{wall / 60:.0f} min for this call.", "",
+        f"{content['machine']['summary']}; {content['date']}; {len(runs)} runs, "
+        f"{all_runs_minutes:.0f} min of training in all ({len(result.trained)} run(s) and "
+        f"{wall / 60:.0f} min in this call, the others reused); runs trained at "
+        f"{trained_at(runs)}.", "",
     ]
     markdown = "\n".join(header) + format_markdown(content)
     (RESULTS / f"{name}.md").write_text(markdown, encoding="utf-8")

@@ -61,6 +61,8 @@ __all__ = [
     "augment_training_split",
     "augment_prepared_data",
     "with_augmented",
+    "settings_from_config",
+    "augment_from_config",
     "sample_whitened_scores",
     "nearest_shapes",
     "landmark_subset",
@@ -602,3 +604,49 @@ def with_augmented(train: Any, augmented: AugmentedSet):
         image_to_world=np.concatenate([train.image_to_world, base_transforms]),
         registrations=list(getattr(train, "registrations", [{}] * len(train)))
         + [{} for _ in range(len(augmented))])
+
+
+def settings_from_config(config: dict) -> AugmentationSettings | None:
+    """The PCA augmentation a complete training config asks for, or None when it is off.
+
+    ``augment.pca_samples`` (count, 0 for none), ``augment.pca_sampler`` and
+    ``augment.pca_variance`` from the config; the seed is ``run.seed``, so every model
+    trained with one seed sees the same generated samples.
+    """
+    augment = config["augment"]
+    count = int(augment.get("pca_samples", 0) or 0)
+    if count < 1:
+        return None
+    return AugmentationSettings(count=count, sampler=str(augment.get("pca_sampler", "kde")),
+                                seed=int(config["run"]["seed"]),
+                                variance_fraction=float(augment.get("pca_variance", 0.95)))
+
+
+def augment_from_config(data: Any, config: dict, cache_dir: str | os.PathLike
+                        ) -> AugmentedSet | None:
+    """Generate (or reuse) the PCA augmentation ``config`` asks for on ``data``'s train split.
+
+    Parameters
+    ----------
+    data : PreparedData
+        Prepared data; only its training split feeds the samples.
+    config : dict
+        Complete training config (see :func:`settings_from_config`); ``run.num_workers``
+        worker processes (null: every core) do the warps.
+    cache_dir : path-like
+        Folder of the cache (the prepared data's), shared by every run.
+
+    Returns
+    -------
+    AugmentedSet or None
+        None when ``augment.pca_samples`` is 0.
+    """
+    settings = settings_from_config(config)
+    if settings is None:
+        return None
+    workers = config["run"].get("num_workers") or os.cpu_count() or 1
+    augmented = augment_prepared_data(data, cache_dir, settings, workers=int(workers))
+    logger.info("training on %d subjects plus %d PCA-augmented samples (%s sampler, %d modes)",
+                len(data.split("train")), len(augmented), settings.sampler,
+                augmented.pca.num_modes)
+    return augmented

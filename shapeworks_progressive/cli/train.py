@@ -83,6 +83,7 @@ def _newest_run(project_folder: Path) -> Path:
 def run(args) -> int:
     import torch
 
+    from ..augmentation import augment_from_config, with_augmented
     from ..config import load_config, stage_plan
     from ..dataset import prepare_dataset
     from ..errors import ConfigError
@@ -157,8 +158,19 @@ def run(args) -> int:
             data = prepare()
     else:
         data = prepare()
-    prepare_seconds = time.perf_counter() - started
     train_split, val_split = data.split("train"), data.split("val")
+
+    # PCA augmentation of the training split, when the config asks for it (cached)
+    if world_size > 1:
+        augmented = augment_from_config(data, config, cache_dir) if rank == 0 else None
+        dist.barrier()
+        if rank != 0:
+            augmented = augment_from_config(data, config, cache_dir)
+    else:
+        augmented = augment_from_config(data, config, cache_dir)
+    if augmented is not None:
+        train_split = with_augmented(train_split, augmented)
+    prepare_seconds = time.perf_counter() - started
     num_scales = len(data.scale_sizes)
     scale_weights = config["loss"]["scale_weights"]
     if scale_weights is not None and len(scale_weights) != num_scales:
