@@ -32,6 +32,8 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/compare_hippocampus.py --epochs 72 \
         --models deepssm,progressive --seeds 3     # the pair at the demo's 72 epochs
+    .venv/bin/python benchmarks/compare_hippocampus.py --pca-samples 300 \
+        --models deepssm,progressive --seeds 1     # with ShapeWorks' PCA augmentation
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="torch CPU threads per run (default: every core)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
                         help="training device (default: cpu; prediction is always on CPU)")
+    parser.add_argument("--pca-samples", type=int, default=0, metavar="N",
+                        help="train every model with N PCA-augmented samples added to the "
+                             "training split (KDE sampler, as ShapeWorks DeepSSM); results "
+                             "in *_pca<N> files (default: 0, none)")
     parser.add_argument("--smoke", action="store_true",
                         help="1 epoch, deepssm and progressive, 1 seed; *_smoke result files")
     return parser.parse_args(argv)
@@ -116,8 +122,12 @@ def main(argv=None) -> int:
     # Another epoch budget gets its own result files and run folders (a run folder
     # trained with other settings would be cleared and trained again)
     suffix = "_smoke" if smoke else ("" if epochs == DEFAULT_EPOCHS else f"_{epochs}ep")
+    if args.pca_samples:
+        suffix += f"_pca{args.pca_samples}"
     name = f"hippocampus_compare{suffix}"
     config = {"run": {"num_threads": int(args.threads), "device": args.device}}
+    if args.pca_samples:
+        config["augment"] = {"pca_samples": int(args.pca_samples), "pca_sampler": "kde"}
     out_dir = project.parent / "progressive_runs" / ("compare_smoke" if smoke
                                                      else f"compare_benchmark{suffix}")
 
@@ -134,7 +144,8 @@ def main(argv=None) -> int:
         "script": "benchmarks/compare_hippocampus.py", "smoke": smoke,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "budget": {"models": models.split(","), "epochs": epochs, "seeds": seeds,
-                   "threads": args.threads, "device": args.device},
+                   "threads": args.threads, "device": args.device,
+                   "pca_samples": int(args.pca_samples)},
         "git": git_at_start, "git_at_end": git_state(),
         "wall_seconds_this_call": round(wall, 1),
         "runs_trained_this_call": result.trained,
@@ -146,7 +157,8 @@ def main(argv=None) -> int:
     header = [
         "<!-- written by benchmarks/compare_hippocampus.py; do not edit by hand -->",
         f"> {'SMOKE RUN (pipeline check only, not the benchmark): ' if smoke else ''}"
-        f"budget {epochs} epochs per model, seed counts `{seeds}`, {args.threads} CPU "
+        f"budget {epochs} epochs per model, seed counts `{seeds}`, "
+        f"{args.pca_samples} PCA-augmented training samples, {args.threads} CPU "
         f"thread(s), training on {args.device}; tables written at commit `{git['commit']}` "
         f"({git['tracked_files_changed']} tracked file(s) changed); "
         f"{content['machine']['summary']}; {content['date']}; {len(runs)} runs, "
