@@ -113,7 +113,7 @@ MODELS: dict[str, str] = {
     "deepssm": "Base-DeepSSM (PCA head, frozen PCA decoder, fine-tuned)",
     "tl-deepssm": "TL-DeepSSM (autoencoder, T-flank, joint)",
     "single-scale": "progressive network, one scale of all particles",
-    "progressive": "Progressive DeepSSM (default config)",
+    "progressive": "Progressive DeepSSM (the base config)",
     "progressive-no-seg": "Progressive DeepSSM without the segmentation task",
     "progressive-shallow": "Progressive DeepSSM, loss on the newest scale only",
     "progressive-no-surface": "Progressive DeepSSM without the surface term (particle "
@@ -714,7 +714,12 @@ def format_markdown(result: dict) -> str:
         stages = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in plan.items()
                            if k != "total")
         lines.append(f"- `{model}`: {MODELS[model]}; {plan['total']} epochs ({stages})")
+    changed = _changed_settings(result.get("base_config") or {})
     lines += [
+        "- Base config: " + ("the defaults, except "
+                             + ", ".join(f"`{k}` {v}" for k, v in changed)
+                             if changed else "the defaults")
+        + " (the variants change it as above).",
         "- Same prepared data for every run (split, grid, normalization, registration of "
         f"val/test images): cache `{result['data']['cache']}`.",
         "- Train s/epoch: the trainer's logged seconds per epoch (training and validation "
@@ -728,6 +733,23 @@ def format_markdown(result: dict) -> str:
         f"- Machine: {result['machine']['summary']}; {result['date']}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _changed_settings(config: dict) -> list[tuple[str, str]]:
+    """``(section.key, JSON value)`` of every setting that differs from the defaults.
+
+    Device and thread counts are left out: they do not change what a run learns.
+    """
+    defaults = default_config()
+    changed = []
+    for section, values in config.items():
+        for key, value in values.items():
+            if (section, key) in (("run", "device"), ("run", "num_threads"),
+                                  ("run", "num_workers")):
+                continue
+            if defaults.get(section, {}).get(key) != value:
+                changed.append((f"{section}.{key}", json.dumps(value)))
+    return changed
 
 
 def _write_csv(path: Path, rows: list[dict]) -> Path:
@@ -898,6 +920,11 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
     if not project.subjects_in_split("test"):
         raise ConfigError(f"{project.path}: no subject has split 'test'; compare evaluates "
                           "the test split")
+    train_names = [subject.name for subject in project.subjects_in_split("train")]
+    if len(train_names) < 2:
+        raise ConfigError(f"{project.path}: compare needs at least 2 subjects with split "
+                          f"'train' (every model uses a PCA of the training shapes); it has "
+                          f"{len(train_names)}: {', '.join(train_names) or 'none'}")
     out_dir = Path(os.path.abspath(os.fspath(
         out_dir if out_dir is not None else project.folder / _RUNS_FOLDER / "compare")))
 

@@ -158,10 +158,14 @@ def _check_values(config: dict, problems: list[str], source: str) -> None:
     for (section, key), choices in _CHOICES.items():
         value = config[section][key]
         if value not in choices:
-            text = f"one of {', '.join(map(repr, choices))}"
+            message = (f"{source}: {section}.{key} must be one of "
+                       f"{', '.join(map(repr, choices))}; got {type(value).__name__} {value!r}")
             if isinstance(value, str):
-                text += _hint(value, choices).replace("; known:", "; choices:")
-            bad(section, key, text)
+                close = difflib.get_close_matches(value.lower(), list(choices), n=1,
+                                                  cutoff=0.5)
+                if close:
+                    message += f"; did you mean {close[0]!r}?"
+            problems.append(message)
     for section, key in _POSITIVE_INT:
         if not (_is_int(config[section][key]) and config[section][key] > 0):
             bad(section, key, "a positive integer")

@@ -89,7 +89,7 @@ def test_train_writes_a_complete_run_folder(project_path, capsys):
 
 
 def test_train_with_pca_augmentation_generates_caches_and_reuses_samples(
-        project_path, tmp_path, caplog):
+        project_path, tmp_path, caplog, capsys):
     folder = project_path.parent
     config = json.loads((folder / "tiny.json").read_text())
     config["augment"] = {"pca_samples": 3, "pca_sampler": "gaussian"}
@@ -116,6 +116,14 @@ def test_train_with_pca_augmentation_generates_caches_and_reuses_samples(
     assert caches[0].stat().st_mtime_ns == stamp
     saved = json.loads((tmp_path / "b" / "config.json").read_text())
     assert saved["augment"]["pca_samples"] == 3
+
+    # --resume with another sample count is refused before any sample is generated
+    config["augment"]["pca_samples"] = 4
+    (tmp_path / "aug4.json").write_text(json.dumps(config))
+    assert main(["train", str(project_path), "--config", str(tmp_path / "aug4.json"),
+                 "--out", str(tmp_path / "b"), "--resume", "--no-progress"]) == 2
+    assert "augment.pca_samples was 3" in capsys.readouterr().err
+    assert len(list((folder / "progressive_runs" / "cache").glob("augmentation-*"))) == 1
 
 
 def test_bad_config_is_reported_before_any_data_work(project_path, tmp_path, capsys):

@@ -197,6 +197,14 @@ def test_a_run_saved_before_a_setting_existed_is_still_reused():
     assert _identity(workers) == _identity(spec)
 
 
+def test_the_table_names_every_setting_that_differs_from_the_defaults(compared):
+    _, _, out, _ = compared
+    text = (out / "compare.md").read_text()
+    assert "- Base config: the defaults, except " in text
+    assert '`data.spacing` 2.0' in text and '`model.channels` 2' in text
+    assert "num_threads" not in text.split("- Base config:")[1].split("\n")[0]
+
+
 def test_seed_counts_per_model():
     models = ["deepssm", "tl-deepssm", "progressive"]
     assert parse_seeds(3, models) == {"deepssm": 3, "tl-deepssm": 3, "progressive": 3}
