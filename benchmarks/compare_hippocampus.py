@@ -9,13 +9,13 @@ scales 128/256/512/1024) with a stated budget, then writes the committed results
 ``benchmarks/results/hippocampus_compare.json`` every number per run, plus the above
 ``benchmarks/results/hippocampus_compare.png``  test surface distance per model
 
-Budget (default, what the committed results used): all seven models, 16 epochs each
+Budget (default, what the committed results used): all eight models, 16 epochs each
 (progressive variants 2 / 2 / 2 + 10, one scale added per stage; single-scale 16;
-Base-DeepSSM 15 + 1 fine-tuning; TL-DeepSSM 7 autoencoder / 7 T-flank / 2 joint); seeds
-0, 1, 2 for ``deepssm`` and ``progressive`` (the two the targets compare, spread included,
-trained first) and seed 0 for the five others; default config (grid spacing 1.5 mm); every
-CPU core (``run.num_threads``). About 1 h 45 min on the 2-core CPU it was measured on
-(Base-DeepSSM about 44 s per epoch there). Runs live in
+Base-DeepSSM and its surface variant 15 + 1 fine-tuning; TL-DeepSSM 7 autoencoder / 7
+T-flank / 2 joint); seeds 0, 1, 2 for ``deepssm`` and ``progressive`` (the two the targets
+compare, spread included, trained first) and seed 0 for the six others; default config
+(grid spacing 1.5 mm); every CPU core (``run.num_threads``). 46 minutes on the 2-core AMD
+EPYC it was measured on (Base-DeepSSM about 20 s per epoch there). Runs live in
 ``output/hippocampus/progressive_runs/compare_benchmark`` and are reused when the script
 is run again (a killed benchmark continues where it stopped; more seeds train only the
 new ones).
@@ -32,6 +32,8 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/compare_hippocampus.py --epochs 72 \
         --models deepssm,progressive --seeds 3     # the pair at the demo's 72 epochs
+    .venv/bin/python benchmarks/compare_hippocampus.py --pca-samples 300 \
+        --models deepssm,progressive --seeds 1     # with ShapeWorks' PCA augmentation
 """
 
 from __future__ import annotations
@@ -70,6 +72,16 @@ def git_state() -> dict:
             "tracked_files_changed": None if changed is None else len(changed.splitlines())}
 
 
+def trained_at(runs: list[dict]) -> str:
+    """Which commits trained the runs, e.g. "`abc1234` (6), not recorded (3)"."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        commit = (run.get("trained_with") or {}).get("commit")
+        label = f"`{commit[:7]}`" if commit else "a commit not recorded"
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{label} ({count})" for label, count in counts.items())
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--project", type=Path, default=DEFAULT_PROJECT,
@@ -83,6 +95,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="torch CPU threads per run (default: every core)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
                         help="training device (default: cpu; prediction is always on CPU)")
+    parser.add_argument("--pca-samples", type=int, default=0, metavar="N",
+                        help="train every model with N PCA-augmented samples added to the "
+                             "training split (KDE sampler, as ShapeWorks DeepSSM); results "
+                             "in *_pca<N> files (default: 0, none)")
     parser.add_argument("--smoke", action="store_true",
                         help="1 epoch, deepssm and progressive, 1 seed; *_smoke result files")
     return parser.parse_args(argv)
@@ -106,8 +122,12 @@ def main(argv=None) -> int:
     # Another epoch budget gets its own result files and run folders (a run folder
     # trained with other settings would be cleared and trained again)
     suffix = "_smoke" if smoke else ("" if epochs == DEFAULT_EPOCHS else f"_{epochs}ep")
+    if args.pca_samples:
+        suffix += f"_pca{args.pca_samples}"
     name = f"hippocampus_compare{suffix}"
     config = {"run": {"num_threads": int(args.threads), "device": args.device}}
+    if args.pca_samples:
+        config["augment"] = {"pca_samples": int(args.pca_samples), "pca_sampler": "kde"}
     out_dir = project.parent / "progressive_runs" / ("compare_smoke" if smoke
                                                      else f"compare_benchmark{suffix}")
 
@@ -124,21 +144,27 @@ def main(argv=None) -> int:
         "script": "benchmarks/compare_hippocampus.py", "smoke": smoke,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "budget": {"models": models.split(","), "epochs": epochs, "seeds": seeds,
-                   "threads": args.threads, "device": args.device},
+                   "threads": args.threads, "device": args.device,
+                   "pca_samples": int(args.pca_samples)},
         "git": git_at_start, "git_at_end": git_state(),
         "wall_seconds_this_call": round(wall, 1),
         "runs_trained_this_call": result.trained,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     git = content["benchmark"]["git"]
+    runs = content["runs"]
+    all_runs_minutes = sum(float(run.get("train_wall_seconds") or 0) for run in runs) / 60
     header = [
         "<!-- written by benchmarks/compare_hippocampus.py; do not edit by hand -->",
         f"> {'SMOKE RUN (pipeline check only, not the benchmark): ' if smoke else ''}"
-        f"budget {epochs} epochs per model, seed counts `{seeds}`, {args.threads} CPU "
-        f"thread(s), training on {args.device}; commit `{git['commit']}` "
+        f"budget {epochs} epochs per model, seed counts `{seeds}`, "
+        f"{args.pca_samples} PCA-augmented training samples, {args.threads} CPU "
+        f"thread(s), training on {args.device}; tables written at commit `{git['commit']}` "
         f"({git['tracked_files_changed']} tracked file(s) changed); "
-        f"{content['machine']['summary']}; {content['date']}; "
-        f"{wall / 60:.0f} min for this call.", "",
+        f"{content['machine']['summary']}; {content['date']}; {len(runs)} runs, "
+        f"{all_runs_minutes:.0f} min of training in all ({len(result.trained)} run(s) and "
+        f"{wall / 60:.0f} min in this call, the others reused); runs trained at "
+        f"{trained_at(runs)}.", "",
     ]
     markdown = "\n".join(header) + format_markdown(content)
     (RESULTS / f"{name}.md").write_text(markdown, encoding="utf-8")

@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
@@ -61,6 +62,8 @@ __all__ = [
     "augment_training_split",
     "augment_prepared_data",
     "with_augmented",
+    "settings_from_config",
+    "augment_from_config",
     "sample_whitened_scores",
     "nearest_shapes",
     "landmark_subset",
@@ -438,10 +441,15 @@ def _generate_one(task: dict) -> int:
 
 
 def _sample_is_complete(path: Path) -> bool:
+    """Whether a sample file exists and every array in it reads back."""
     try:
         with np.load(path, allow_pickle=False) as stored:
-            return {"image", "particles_world"} <= set(stored.files)
-    except (OSError, ValueError):
+            if not {"image", "particles_world", "scores_whitened"} <= set(stored.files):
+                return False
+            for name in stored.files:
+                stored[name]
+            return True
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
         return False
 
 
@@ -507,39 +515,46 @@ def augment_training_split(train: Any, grid: Grid, cache_dir: str | os.PathLike,
     bases = nearest_shapes(samples, train_scores)
     generated = pca.reconstruct(pca.unwhiten(samples))
 
-    if not manifest_path.exists():
-        todo = [i for i in range(settings.count)
-                if not _sample_is_complete(_sample_path(folder, i))]
-        logger.info("augmentation: generating %d of %d samples (%s sampler, %d modes) in %s",
-                    len(todo), settings.count, settings.sampler, pca.num_modes, folder)
-        (folder / "samples").mkdir(parents=True, exist_ok=True)
-        tasks = ({"index": i, "path": str(_sample_path(folder, i)), "grid": grid.to_dict(),
-                  "image": images[bases[i]],
-                  "segmentation": None if segmentations is None else segmentations[bases[i]],
-                  "base_particles": particles[bases[i]], "particles": generated[i],
-                  "scores": samples[i], "base_index": int(bases[i]),
-                  "max_landmarks": settings.max_landmarks,
-                  "field_stride": settings.field_stride} for i in todo)
-        if workers <= 1 or len(todo) <= 1:
-            for task in tasks:
-                _generate_one(task)
-        else:
-            with ProcessPoolExecutor(max_workers=int(workers),
-                                     mp_context=get_context("spawn")) as pool:
-                for _ in pool.map(_generate_one, tasks, chunksize=1):
-                    pass
-        manifest = {
-            "format_version": FORMAT_VERSION, "key": key, "settings": settings.to_dict(),
-            "grid": grid.to_dict(), "num_modes": pca.num_modes,
-            "train_names": names, "has_segmentations": segmentations is not None,
-            "samples": [{"name": f"augmented_{i:05d}", "file": _sample_path(folder, i)
-                         .relative_to(folder).as_posix(), "base_index": int(bases[i]),
-                         "base_name": names[bases[i]]} for i in range(settings.count)],
-        }
-        pca.save(folder / "pca.npz")
-        atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
-    else:
+    # Generate what is missing: everything, the rest of an interrupted run, or samples
+    # of a finished cache that were deleted or damaged since
+    todo = [i for i in range(settings.count) if not _sample_is_complete(_sample_path(folder, i))]
+    if manifest_path.exists() and not todo:
         logger.info("augmentation: reusing %d cached samples in %s", settings.count, folder)
+        return _load(folder, pca)
+    if manifest_path.exists():
+        logger.warning("augmentation: %d cached sample(s) in %s are missing or damaged (%s); "
+                       "generating them again", len(todo), folder,
+                       ", ".join(_sample_path(folder, i).name for i in todo[:5])
+                       + (", ..." if len(todo) > 5 else ""))
+        manifest_path.unlink()
+    logger.info("augmentation: generating %d of %d samples (%s sampler, %d modes) in %s",
+                len(todo), settings.count, settings.sampler, pca.num_modes, folder)
+    (folder / "samples").mkdir(parents=True, exist_ok=True)
+    tasks = ({"index": i, "path": str(_sample_path(folder, i)), "grid": grid.to_dict(),
+              "image": images[bases[i]],
+              "segmentation": None if segmentations is None else segmentations[bases[i]],
+              "base_particles": particles[bases[i]], "particles": generated[i],
+              "scores": samples[i], "base_index": int(bases[i]),
+              "max_landmarks": settings.max_landmarks,
+              "field_stride": settings.field_stride} for i in todo)
+    if workers <= 1 or len(todo) <= 1:
+        for task in tasks:
+            _generate_one(task)
+    else:
+        with ProcessPoolExecutor(max_workers=int(workers),
+                                 mp_context=get_context("spawn")) as pool:
+            for _ in pool.map(_generate_one, tasks, chunksize=1):
+                pass
+    manifest = {
+        "format_version": FORMAT_VERSION, "key": key, "settings": settings.to_dict(),
+        "grid": grid.to_dict(), "num_modes": pca.num_modes,
+        "train_names": names, "has_segmentations": segmentations is not None,
+        "samples": [{"name": f"augmented_{i:05d}", "file": _sample_path(folder, i)
+                     .relative_to(folder).as_posix(), "base_index": int(bases[i]),
+                     "base_name": names[bases[i]]} for i in range(settings.count)],
+    }
+    pca.save(folder / "pca.npz")
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
     return _load(folder, pca)
 
 
@@ -602,3 +617,85 @@ def with_augmented(train: Any, augmented: AugmentedSet):
         image_to_world=np.concatenate([train.image_to_world, base_transforms]),
         registrations=list(getattr(train, "registrations", [{}] * len(train)))
         + [{} for _ in range(len(augmented))])
+
+
+def settings_from_config(config: dict) -> AugmentationSettings | None:
+    """The PCA augmentation a complete training config asks for, or None when it is off.
+
+    ``augment.pca_samples`` (count, 0 for none), ``augment.pca_sampler`` and
+    ``augment.pca_variance`` from the config; the seed is ``run.seed``, so every model
+    trained with one seed sees the same generated samples.
+    """
+    augment = config["augment"]
+    count = int(augment.get("pca_samples", 0) or 0)
+    if count < 1:
+        return None
+    return AugmentationSettings(count=count, sampler=str(augment.get("pca_sampler", "kde")),
+                                seed=int(config["run"]["seed"]),
+                                variance_fraction=float(augment.get("pca_variance", 0.95)))
+
+
+def _physical_memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(count: int, data: Any) -> None:
+    """Refuse a sample count whose arrays would not fit in half of this machine's memory.
+
+    Each sample holds a float32 image and a uint8 segmentation on the grid plus its
+    particles; training holds them twice (the loaded set and the combined split).
+    """
+    from .errors import ConfigError
+
+    voxels = int(np.prod(data.grid.size))
+    per_sample = voxels * (4 + 1) + int(np.asarray(data.split("train").particles_world)
+                                         .shape[1]) * 3 * 4
+    needed = 2 * count * per_sample
+    memory = _physical_memory_bytes()
+    if memory is not None and needed > memory / 2:
+        raise ConfigError(
+            f"augment.pca_samples {count}: the samples would take about "
+            f"{needed / 2 ** 30:.1f} GiB of memory ({per_sample / 2 ** 20:.2f} MiB each on the "
+            f"{list(data.grid.size)} grid, held twice in training), more than half of this "
+            f"machine's {memory / 2 ** 30:.1f} GiB; ask for fewer samples or a coarser "
+            "data.spacing")
+
+
+def augment_from_config(data: Any, config: dict, cache_dir: str | os.PathLike
+                        ) -> AugmentedSet | None:
+    """Generate (or reuse) the PCA augmentation ``config`` asks for on ``data``'s train split.
+
+    Parameters
+    ----------
+    data : PreparedData
+        Prepared data; only its training split feeds the samples.
+    config : dict
+        Complete training config (see :func:`settings_from_config`); ``run.num_workers``
+        worker processes (null: every core) do the warps.
+    cache_dir : path-like
+        Folder of the cache (the prepared data's), shared by every run.
+
+    Returns
+    -------
+    AugmentedSet or None
+        None when ``augment.pca_samples`` is 0.
+
+    Raises
+    ------
+    ConfigError
+        When the samples would not fit in half of this machine's memory (checked before
+        any is generated).
+    """
+    settings = settings_from_config(config)
+    if settings is None:
+        return None
+    _check_memory(settings.count, data)
+    workers = config["run"].get("num_workers") or os.cpu_count() or 1
+    augmented = augment_prepared_data(data, cache_dir, settings, workers=int(workers))
+    logger.info("training on %d subjects plus %d PCA-augmented samples (%s sampler, %d modes)",
+                len(data.split("train")), len(augmented), settings.sampler,
+                augmented.pca.num_modes)
+    return augmented

@@ -98,11 +98,13 @@ from typing import Any
 
 import numpy as np
 
+from .config import default_config
 from .errors import ConfigError
 from .fileio import atomic_path, atomic_write_text, json_safe
 
 __all__ = ["MODELS", "METRICS", "parse_models", "parse_seeds", "epoch_plan", "variant_config", "compare",
-           "aggregate", "check_targets", "format_markdown", "machine_info", "CompareResult",
+           "aggregate", "check_targets", "format_markdown", "machine_info", "source_version",
+           "CompareResult",
            "SPEC_NAME", "TRAIN_NAME", "EVAL_NAME"]
 
 logger = logging.getLogger("shapeworks_progressive.compare")
@@ -111,7 +113,7 @@ MODELS: dict[str, str] = {
     "deepssm": "Base-DeepSSM (PCA head, frozen PCA decoder, fine-tuned)",
     "tl-deepssm": "TL-DeepSSM (autoencoder, T-flank, joint)",
     "single-scale": "progressive network, one scale of all particles",
-    "progressive": "Progressive DeepSSM (default config)",
+    "progressive": "Progressive DeepSSM (the base config)",
     "progressive-no-seg": "Progressive DeepSSM without the segmentation task",
     "progressive-shallow": "Progressive DeepSSM, loss on the newest scale only",
     "progressive-no-surface": "Progressive DeepSSM without the surface term (particle "
@@ -138,7 +140,7 @@ TRAIN_NAME = "compare_train.json"
 EVAL_NAME = "compare_eval.json"
 _RUNS_FOLDER = "progressive_runs"
 # Spec keys that may change without retraining (like the trainer's resumable changes)
-_FREE_RUN_KEYS = ("device", "num_threads")
+_FREE_RUN_KEYS = ("device", "num_threads", "num_workers")
 
 
 # ------------------------------------------------------------------------- choices
@@ -332,10 +334,12 @@ def train_run(spec: dict, *, progress: bool = True) -> dict:
     dict
         ``epochs``, ``train_seconds``, ``train_seconds_per_epoch``, ``parameters``,
         ``peak_rss_mib``, ``peak_gpu_mib``, ``peak_memory_mib``, ``memory_scope``,
-        ``device``, ``stages``, ``best_val_rmse_mm``, ``finished``.
+        ``device``, ``stages``, ``best_val_rmse_mm``, ``finished``, ``trained_with``
+        (:func:`source_version`).
     """
     import torch
 
+    from .augmentation import augment_from_config, with_augmented
     from .baselines import (TLSettings, build_deepssm, build_tl_deepssm, train_deepssm,
                             train_tl_deepssm)
     from .dataset import prepare_dataset
@@ -354,12 +358,15 @@ def train_run(spec: dict, *, progress: bool = True) -> dict:
                            padding_mm=settings["padding_mm"], scales=settings["scales"],
                            seed=settings["seed"], progress=False)
     train, val = data.split("train"), data.split("val")
+    augmented = augment_from_config(data, config, spec["cache_dir"])
+    if augmented is not None:
+        train = with_augmented(train, augmented)
     started = time.perf_counter()
 
     # Train the variant
     if model_name in _DEEPSSM:
         view = _one_scale(data)
-        model, _ = build_deepssm(view, seed=int(config["run"]["seed"]))
+        model, _ = build_deepssm(view, augmented=augmented, seed=int(config["run"]["seed"]))
         result = train_deepssm(model, train, val, config, run_dir, epochs=plan["base"],
                                fine_tune_epochs=plan["fine_tune"],
                                prediction=prediction_metadata(view), device=device,
@@ -409,6 +416,7 @@ def train_run(spec: dict, *, progress: bool = True) -> dict:
         "memory_scope": "run process" if spec.get("isolated") else "whole process so far",
         "stages": stages,
         "best_val_rmse_mm": best_val,
+        "trained_with": source_version(),
     }
     atomic_write_text(run_dir / TRAIN_NAME, json.dumps(json_safe(record), indent=1) + "\n")
     logger.info("%s seed %d: %d epochs, %.2f s/epoch, %d parameters, peak %.0f MiB", model_name,
@@ -435,9 +443,17 @@ def _train_isolated(spec: dict, spec_path: Path, *, progress: bool) -> dict:
 
 
 def _identity(spec: dict) -> dict:
-    """The part of a spec that decides whether a finished run can be reused."""
+    """The part of a spec that decides whether a finished run can be reused.
+
+    The config is first completed with today's defaults, so a run saved before a setting
+    existed matches a spec that leaves that setting at its default.
+    """
     same = json.loads(json.dumps(json_safe({k: v for k, v in spec.items()
                                              if k not in ("resume", "isolated", "run_dir")})))
+    config = default_config()
+    for section, values in (same.get("config") or {}).items():
+        config.setdefault(section, {}).update(values)
+    same["config"] = config
     for key in _FREE_RUN_KEYS:
         same["config"]["run"].pop(key, None)
     return same
@@ -448,6 +464,25 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def source_version() -> dict:
+    """This package's version and, when it runs from a git checkout, the commit.
+
+    Written into every run's ``compare_train.json``, so a table made from runs trained
+    at different times says which code trained each.
+    """
+    from . import __version__
+
+    commit = None
+    try:
+        completed = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                                   capture_output=True, text=True, timeout=10, check=False)
+        if completed.returncode == 0:
+            commit = completed.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"version": __version__, "commit": commit}
 
 
 def _prepare_run_dir(spec: dict) -> str:
@@ -679,7 +714,12 @@ def format_markdown(result: dict) -> str:
         stages = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in plan.items()
                            if k != "total")
         lines.append(f"- `{model}`: {MODELS[model]}; {plan['total']} epochs ({stages})")
+    changed = _changed_settings(result.get("base_config") or {})
     lines += [
+        "- Base config: " + ("the defaults, except "
+                             + ", ".join(f"`{k}` {v}" for k, v in changed)
+                             if changed else "the defaults")
+        + " (the variants change it as above).",
         "- Same prepared data for every run (split, grid, normalization, registration of "
         f"val/test images): cache `{result['data']['cache']}`.",
         "- Train s/epoch: the trainer's logged seconds per epoch (training and validation "
@@ -693,6 +733,23 @@ def format_markdown(result: dict) -> str:
         f"- Machine: {result['machine']['summary']}; {result['date']}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _changed_settings(config: dict) -> list[tuple[str, str]]:
+    """``(section.key, JSON value)`` of every setting that differs from the defaults.
+
+    Device and thread counts are left out: they do not change what a run learns.
+    """
+    defaults = default_config()
+    changed = []
+    for section, values in config.items():
+        for key, value in values.items():
+            if (section, key) in (("run", "device"), ("run", "num_threads"),
+                                  ("run", "num_workers")):
+                continue
+            if defaults.get(section, {}).get(key) != value:
+                changed.append((f"{section}.{key}", json.dumps(value)))
+    return changed
 
 
 def _write_csv(path: Path, rows: list[dict]) -> Path:
@@ -863,6 +920,11 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
     if not project.subjects_in_split("test"):
         raise ConfigError(f"{project.path}: no subject has split 'test'; compare evaluates "
                           "the test split")
+    train_names = [subject.name for subject in project.subjects_in_split("train")]
+    if len(train_names) < 2:
+        raise ConfigError(f"{project.path}: compare needs at least 2 subjects with split "
+                          f"'train' (every model uses a PCA of the training shapes); it has "
+                          f"{len(train_names)}: {', '.join(train_names) or 'none'}")
     out_dir = Path(os.path.abspath(os.fspath(
         out_dir if out_dir is not None else project.folder / _RUNS_FOLDER / "compare")))
 

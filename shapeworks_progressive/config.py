@@ -38,9 +38,18 @@ Sections
     (isotropic factor in 1 +- scale, below 0.5): a random similarity about the grid
     centre moves each training image, its segmentation and particles together, as
     registration leaves new images off by a few mm and degrees (all 0 turns it off).
+    ``pca_samples`` (0: off), ``pca_sampler`` (``"kde"``, ``"gaussian"`` or
+    ``"mixture"``) and ``pca_variance`` (fraction of the training shapes' variance the
+    PCA keeps): PCA-space augmentation as in ShapeWorks DeepSSM, that many new training
+    shapes sampled from the training shapes' PCA, each with an image made by
+    thin-plate-spline warping of the nearest real training image (see
+    :mod:`~shapeworks_progressive.augmentation`); generated once, cached beside the
+    prepared data and added to the training split of every model.
 ``run``
     ``seed``, ``device`` (``"auto"``, ``"cpu"`` or ``"cuda"``), ``amp`` (mixed precision on
-    CUDA), ``num_threads`` (CPU threads, null for torch's default), ``val_every`` (epochs).
+    CUDA), ``num_threads`` (CPU threads, null for torch's default), ``val_every`` (epochs),
+    ``num_workers`` (processes that generate PCA augmentation, null for every core; the
+    samples are the same for any number).
 """
 
 from __future__ import annotations
@@ -70,8 +79,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "optim": {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 8, "lr_schedule": "cosine",
               "grad_clip": 10.0},
     "augment": {"intensity_scale": 0.1, "intensity_shift": 0.1, "noise_std": 0.02,
-                "rotation_deg": 15.0, "translation_mm": 3.0, "scale": 0.0},
-    "run": {"seed": 0, "device": "auto", "amp": True, "num_threads": None, "val_every": 1},
+                "rotation_deg": 15.0, "translation_mm": 3.0, "scale": 0.0,
+                "pca_samples": 0, "pca_sampler": "kde", "pca_variance": 0.95},
+    "run": {"seed": 0, "device": "auto", "amp": True, "num_threads": None, "val_every": 1,
+            "num_workers": None},
 }
 
 _CHOICES = {
@@ -79,12 +90,13 @@ _CHOICES = {
     ("loss", "deep_supervision"): ("all", "shallow"),
     ("optim", "lr_schedule"): ("cosine", "constant"),
     ("run", "device"): ("auto", "cpu", "cuda"),
+    ("augment", "pca_sampler"): ("kde", "gaussian", "mixture"),
 }
 _POSITIVE_INT = {("model", "channels"), ("model", "levels"), ("model", "head_hidden"),
                  ("model", "global_hidden"), ("optim", "batch_size"), ("run", "val_every"),
                  ("schedule", "final_epochs")}
 _NON_NEGATIVE_INT = {("schedule", "epochs_per_stage"), ("schedule", "fade_in_epochs"),
-                     ("run", "seed"), ("model", "shape_modes")}
+                     ("run", "seed"), ("model", "shape_modes"), ("augment", "pca_samples")}
 _POSITIVE_NUMBER = {("optim", "lr"), ("model", "offset_scale_mm"), ("loss", "focal_a")}
 _NON_NEGATIVE_NUMBER = {("data", "padding_mm"), ("loss", "focal_c"), ("loss", "seg_weight"),
                         ("loss", "surface_weight"),
@@ -146,10 +158,14 @@ def _check_values(config: dict, problems: list[str], source: str) -> None:
     for (section, key), choices in _CHOICES.items():
         value = config[section][key]
         if value not in choices:
-            text = f"one of {', '.join(map(repr, choices))}"
+            message = (f"{source}: {section}.{key} must be one of "
+                       f"{', '.join(map(repr, choices))}; got {type(value).__name__} {value!r}")
             if isinstance(value, str):
-                text += _hint(value, choices).replace("; known:", "; choices:")
-            bad(section, key, text)
+                close = difflib.get_close_matches(value.lower(), list(choices), n=1,
+                                                  cutoff=0.5)
+                if close:
+                    message += f"; did you mean {close[0]!r}?"
+            problems.append(message)
     for section, key in _POSITIVE_INT:
         if not (_is_int(config[section][key]) and config[section][key] > 0):
             bad(section, key, "a positive integer")
@@ -190,6 +206,9 @@ def _check_values(config: dict, problems: list[str], source: str) -> None:
     scale = config["augment"]["scale"]
     if not (_is_number(scale) and 0 <= scale < 0.5):
         bad("augment", "scale", "a number in [0, 0.5)")
+    variance = config["augment"]["pca_variance"]
+    if not (_is_number(variance) and 0 < variance <= 1):
+        bad("augment", "pca_variance", "a fraction in (0, 1]")
     if config["model"]["seg_features"] is True and config["model"]["segmentation"] is False:
         problems.append(f"{source}: model.seg_features needs model.segmentation true")
     dropout = config["model"]["dropout"]
@@ -207,9 +226,10 @@ def _check_values(config: dict, problems: list[str], source: str) -> None:
                             f"data.scales has {len(scales)} scales")
 
     # Run: threads
-    threads = config["run"]["num_threads"]
-    if threads is not None and not (_is_int(threads) and threads > 0):
-        bad("run", "num_threads", "null or a positive integer")
+    for key in ("num_threads", "num_workers"):
+        value = config["run"][key]
+        if value is not None and not (_is_int(value) and value > 0):
+            bad("run", key, "null or a positive integer")
 
 
 def validate_config(raw: Any, *, source: str = "config") -> dict[str, dict[str, Any]]:

@@ -70,7 +70,7 @@ BEST_NAME = "best.pt"
 LAST_NAME = "last.pt"
 
 # Config keys that may differ between a run and its resume
-_RESUMABLE_CHANGES = {("run", "device"), ("run", "num_threads")}
+_RESUMABLE_CHANGES = {("run", "device"), ("run", "num_threads"), ("run", "num_workers")}
 
 
 # -- devices and processes -------------------------------------------------------------
@@ -474,7 +474,18 @@ class TrainResult:
     completed: bool = True
 
 
-def _check_resume_config(saved: dict, config: dict, path: Path) -> None:
+def check_resume_config(saved: dict, config: dict, path: Path) -> None:
+    """Raise :class:`ConfigError` when ``config`` differs from a run's ``saved`` config.
+
+    Keys the saved config lacks (settings added since it was written) count as their
+    defaults; device, thread and worker counts may change.
+    """
+    from .config import default_config
+
+    complete = default_config()
+    for section, values in saved.items():
+        complete.setdefault(section, {}).update(values)
+    saved = complete
     problems = []
     for section, values in config.items():
         for key, value in values.items():
@@ -585,7 +596,7 @@ def train_model(model: ParticleModel, train_split, val_split, config: dict,
     last_path, best_path = out_dir / LAST_NAME, out_dir / BEST_NAME
     if resume:
         checkpoint = load_checkpoint(last_path)
-        _check_resume_config(checkpoint["config"], config, last_path)
+        check_resume_config(checkpoint["config"], config, last_path)
         model.load_state_dict(checkpoint["model_state"])
         if checkpoint["optimizer"] is not None:
             optimizer.load_state_dict(checkpoint["optimizer"])

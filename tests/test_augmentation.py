@@ -176,3 +176,36 @@ def test_only_the_training_split_may_feed_augmentation(tmp_path, split):
 def test_bad_settings_list_every_problem():
     with pytest.raises(ShapeWorksInputError, match="sampler must be one of.*count must be"):
         AugmentationSettings(count=0, sampler="uniform")
+
+
+def test_a_damaged_or_missing_cached_sample_is_generated_again(tmp_path, caplog):
+    train = _train_split()
+    settings = AugmentationSettings(count=3, sampler="gaussian", seed=7, num_modes=3,
+                                    max_landmarks=32)
+    first = augment_training_split(train, GRID, tmp_path, settings)
+    folder = next(tmp_path.iterdir())
+    (folder / "samples" / "augmented_00000.npz").unlink()
+    damaged = folder / "samples" / "augmented_00002.npz"
+    damaged.write_bytes(damaged.read_bytes()[:200])  # cut short, as by a full disk
+    caplog.set_level("WARNING", logger="shapeworks_progressive.augmentation")
+    again = augment_training_split(train, GRID, tmp_path, settings)
+    assert "2 cached sample(s)" in caplog.text and "augmented_00000.npz" in caplog.text
+    np.testing.assert_array_equal(again.images, first.images)
+    np.testing.assert_array_equal(again.particles_world, first.particles_world)
+
+
+def test_a_sample_count_that_cannot_fit_in_memory_is_refused_before_any_work(tmp_path):
+    from types import SimpleNamespace
+
+    from shapeworks_progressive.augmentation import augment_from_config
+    from shapeworks_progressive.config import validate_config
+    from shapeworks_progressive.errors import ConfigError
+
+    train = _train_split()
+    data = SimpleNamespace(grid=GRID, split=lambda name: train)
+    config = validate_config({"augment": {"pca_samples": 10 ** 9}})
+    with pytest.raises(ConfigError, match=r"augment.pca_samples 1000000000: the samples "
+                                          r"would take about .* GiB of memory"):
+        augment_from_config(data, config, tmp_path)
+    assert not any(tmp_path.iterdir())
+    assert augment_from_config(data, validate_config({}), tmp_path) is None

@@ -88,6 +88,44 @@ def test_train_writes_a_complete_run_folder(project_path, capsys):
                  "--no-progress"]) == 0
 
 
+def test_train_with_pca_augmentation_generates_caches_and_reuses_samples(
+        project_path, tmp_path, caplog, capsys):
+    folder = project_path.parent
+    config = json.loads((folder / "tiny.json").read_text())
+    config["augment"] = {"pca_samples": 3, "pca_sampler": "gaussian"}
+    config["run"]["num_workers"] = 1
+    (tmp_path / "aug.json").write_text(json.dumps(config))
+    argv = ["train", str(project_path), "--config", str(tmp_path / "aug.json"),
+            "--scales", "8,16,32", "--no-progress"]
+    caplog.set_level("INFO", logger="shapeworks_progressive")
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert "training on 5 subjects plus 3 PCA-augmented samples (gaussian sampler" in caplog.text
+    caches = list((folder / "progressive_runs" / "cache").glob("augmentation-*/manifest.json"))
+    assert len(caches) == 1
+    manifest = json.loads(caches[0].read_text())
+    assert [s["name"] for s in manifest["samples"]] == [
+        "augmented_00000", "augmented_00001", "augmented_00002"]
+    # only training subjects are warped
+    assert {s["base_name"] for s in manifest["samples"]} <= {"s0", "s1", "s2", "s3", "s4"}
+    stamp = caches[0].stat().st_mtime_ns
+
+    # a second run with the same settings reuses the samples
+    caplog.clear()
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert "reusing 3 cached samples" in caplog.text
+    assert caches[0].stat().st_mtime_ns == stamp
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert saved["augment"]["pca_samples"] == 3
+
+    # --resume with another sample count is refused before any sample is generated
+    config["augment"]["pca_samples"] = 4
+    (tmp_path / "aug4.json").write_text(json.dumps(config))
+    assert main(["train", str(project_path), "--config", str(tmp_path / "aug4.json"),
+                 "--out", str(tmp_path / "b"), "--resume", "--no-progress"]) == 2
+    assert "augment.pca_samples was 3" in capsys.readouterr().err
+    assert len(list((folder / "progressive_runs" / "cache").glob("augmentation-*"))) == 1
+
+
 def test_bad_config_is_reported_before_any_data_work(project_path, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text('{"optim": {"batch_size": 0, "lr": -1}, "schedul": {}}', encoding="utf-8")

@@ -178,6 +178,33 @@ def test_targets_are_judged_from_the_table():
     assert check_targets([row("progressive", 1.0, math.nan, 1.0, 0.1)])[0]["met"] is None
 
 
+def test_a_run_saved_before_a_setting_existed_is_still_reused():
+    from shapeworks_progressive.compare import _identity
+
+    config = default_config()
+    spec = {"model": "progressive", "seed": 0, "config": config, "plan": {"total": 2},
+            "run_dir": "a"}
+    older = json.loads(json.dumps(spec))
+    for key in ("pca_samples", "pca_sampler", "pca_variance"):
+        del older["config"]["augment"][key]
+    del older["config"]["run"]["num_workers"]
+    assert _identity(older) == _identity(spec)
+    changed = json.loads(json.dumps(spec))
+    changed["config"]["augment"]["pca_samples"] = 3
+    assert _identity(changed) != _identity(spec)
+    workers = json.loads(json.dumps(spec))
+    workers["config"]["run"]["num_workers"] = 2  # does not change the samples
+    assert _identity(workers) == _identity(spec)
+
+
+def test_the_table_names_every_setting_that_differs_from_the_defaults(compared):
+    _, _, out, _ = compared
+    text = (out / "compare.md").read_text()
+    assert "- Base config: the defaults, except " in text
+    assert '`data.spacing` 2.0' in text and '`model.channels` 2' in text
+    assert "num_threads" not in text.split("- Base config:")[1].split("\n")[0]
+
+
 def test_seed_counts_per_model():
     models = ["deepssm", "tl-deepssm", "progressive"]
     assert parse_seeds(3, models) == {"deepssm": 3, "tl-deepssm": 3, "progressive": 3}

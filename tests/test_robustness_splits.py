@@ -89,6 +89,19 @@ def test_more_pca_modes_than_training_shapes_give():
         fit_pca(shapes[:1])
 
 
+def test_compare_with_one_training_subject_is_an_error_naming_it(tmp_path, capsys):
+    path, _ = make_consistent_project(tmp_path)
+    _set_splits(path, {f"ell_{i}": "val" for i in range(1, 4)})
+    code = main(["compare", str(path), "--config", str(_config(tmp_path)), "--models",
+                 "deepssm", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path / "cmp"),
+                 "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "compare needs at least 2 subjects with split 'train'" in err
+    assert "it has 1: ell_0" in err and "Traceback" not in err
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_empty_validation_split_warns_and_keeps_the_last_epoch(tmp_path, caplog):
     path, _ = make_consistent_project(tmp_path)
     _set_splits(path, {"ell_4": "train"})

@@ -169,10 +169,35 @@ def test_config_errors_are_all_reported_with_hints():
     text = "\n".join(problems)
     assert "unknown key data.spacng; did you mean 'spacing'?" in text
     assert "unknown section 'modle'; did you mean 'model'?" in text
-    assert "loss.particle must be one of 'mse', 'focal'; did you mean 'mse'?" in text
+    assert ("loss.particle must be one of 'mse', 'focal'; got str 'msee'; did you mean "
+            "'mse'?") in text
     assert "optim.lr must be a number > 0; got str 'fast'" in text
     assert "run.amp must be true or false; got int 1" in text
     assert all(p.startswith("my.json: ") for p in problems)
+
+
+def test_pca_augmentation_settings_are_checked_and_off_by_default():
+    from shapeworks_progressive.augmentation import settings_from_config
+
+    assert settings_from_config(validate_config({})) is None
+    on = validate_config({"augment": {"pca_samples": 7, "pca_sampler": "gaussian"},
+                          "run": {"seed": 3}})
+    settings = settings_from_config(on)
+    assert (settings.count, settings.sampler, settings.seed) == (7, "gaussian", 3)
+    assert settings.variance_fraction == 0.95
+    raw = {"augment": {"pca_samples": -1, "pca_sampler": "kd", "pca_variance": 0},
+           "run": {"num_workers": 0}}
+    with pytest.raises(ConfigError) as info:
+        validate_config(raw, source="aug.json")
+    text = "\n".join(info.value.problems)
+    assert len(info.value.problems) == 4
+    assert "augment.pca_samples must be an integer >= 0; got int -1" in text
+    assert ("augment.pca_sampler must be one of 'kde', 'gaussian', 'mixture'; got str 'kd'; "
+            "did you mean 'kde'?") in text
+    with pytest.raises(ConfigError, match="got str 'KDE'; did you mean 'kde'"):
+        validate_config({"augment": {"pca_sampler": "KDE"}})
+    assert "augment.pca_variance must be a fraction in (0, 1]; got int 0" in text
+    assert "run.num_workers must be null or a positive integer; got int 0" in text
 
 
 def test_config_file_errors(tmp_path):

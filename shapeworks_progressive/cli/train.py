@@ -83,13 +83,15 @@ def _newest_run(project_folder: Path) -> Path:
 def run(args) -> int:
     import torch
 
+    from ..augmentation import augment_from_config, with_augmented
     from ..config import load_config, stage_plan
     from ..dataset import prepare_dataset
     from ..errors import ConfigError
     from ..fileio import atomic_write_text
     from ..project import Project
-    from ..training import (build_model, init_distributed, prediction_metadata, select_device,
-                            train_model)
+    from ..checkpoints import load_checkpoint
+    from ..training import (build_model, check_resume_config, init_distributed,
+                            prediction_metadata, select_device, train_model)
 
     # Project and run folder
     project_path = Path(args.project).resolve()
@@ -118,6 +120,13 @@ def run(args) -> int:
     if not args.resume and (out_dir / "last.pt").is_file():
         raise ConfigError(f"{out_dir} already holds a run (last.pt); pass --resume to "
                           "continue it or choose another --out")
+    if args.resume:
+        # The config must match the run's before any data work (augmentation included)
+        saved = load_checkpoint(out_dir / "last.pt")["config"]
+        early = json.loads(json.dumps(config))
+        if early["data"]["scales"] is None:  # filled in from the data below
+            early["data"]["scales"] = saved.get("data", {}).get("scales")
+        check_resume_config(saved, early, out_dir / "last.pt")
 
     # Splits must be usable before any image work
     train_subjects = project.subjects_in_split("train")
@@ -157,8 +166,19 @@ def run(args) -> int:
             data = prepare()
     else:
         data = prepare()
-    prepare_seconds = time.perf_counter() - started
     train_split, val_split = data.split("train"), data.split("val")
+
+    # PCA augmentation of the training split, when the config asks for it (cached)
+    if world_size > 1:
+        augmented = augment_from_config(data, config, cache_dir) if rank == 0 else None
+        dist.barrier()
+        if rank != 0:
+            augmented = augment_from_config(data, config, cache_dir)
+    else:
+        augmented = augment_from_config(data, config, cache_dir)
+    if augmented is not None:
+        train_split = with_augmented(train_split, augmented)
+    prepare_seconds = time.perf_counter() - started
     num_scales = len(data.scale_sizes)
     scale_weights = config["loss"]["scale_weights"]
     if scale_weights is not None and len(scale_weights) != num_scales:
@@ -174,8 +194,11 @@ def run(args) -> int:
         split = {name: data.split(name).names for name in ("train", "val", "test")}
         split["project"] = str(project_path)
         atomic_write_text(out_dir / "split.json", json.dumps(split, indent=2) + "\n")
-        logger.info("run folder %s: %d train, %d val subjects, grid %s at %s mm, scales %s, "
-                    "stages %s, device %s, %d process(es)", out_dir, len(train_split),
+        generated = len(augmented) if augmented is not None else 0
+        logger.info("run folder %s: %d train subjects%s, %d val subjects, grid %s at %s mm, "
+                    "scales %s, stages %s, device %s, %d training process(es)", out_dir,
+                    len(data.split("train")),
+                    f" + {generated} PCA-augmented samples" if generated else "",
                     len(val_split), list(data.grid.size), list(data.grid.spacing),
                     list(data.scale_sizes), stage_plan(config, num_scales), device, world_size)
 
@@ -189,7 +212,8 @@ def run(args) -> int:
 
     # Summary
     print(f"run folder: {out_dir}")
-    print(f"data preparation: {prepare_seconds:.0f} s; training: {result.seconds:.0f} s")
+    print(f"data preparation{' and augmentation' if augmented is not None else ''}: "
+          f"{prepare_seconds:.0f} s; training: {result.seconds:.0f} s")
     if result.best_epoch is not None:
         row = result.history[result.best_epoch - 1]
         per_scale = ", ".join(
