@@ -46,6 +46,27 @@ def test_console_script_runs(left_atrium_project):
     assert "subjects: 4" in result.stdout
 
 
+
+@pytest.mark.parametrize("module", ["shapeworks_progressive", "shapeworks_progressive.cli"])
+def test_python_dash_m_runs(left_atrium_project, module):
+    result = subprocess.run([sys.executable, "-m", module, "info", str(left_atrium_project)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "subjects: 4" in result.stdout
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch, left_atrium_project):
+    from shapeworks_progressive.cli import info
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(info, "run", interrupted)
+    code = main(["info", str(left_atrium_project)])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "--resume" in err and "Traceback" not in err
+
 def test_ellipsoid_example_world_disagrees_with_its_transforms(capsys, ellipsoid_project):
     # The example's world files are centred local particles; its stored alignments are
     # from another grooming run, so world != alignment . local by tens of mm.

@@ -5,7 +5,9 @@ Each subcommand lives in its own module of this package with two functions:
 and ``run(args) -> int`` (does the work; heavy imports happen here). Errors for bad
 input (:class:`~shapeworks_progressive.errors.ShapeWorksInputError`, missing files) are
 reported in one message and exit with status 2; other operating-system errors (disk
-full, permissions) in one message with status 1; other failures propagate (status 1).
+full, permissions) in one message with status 1; Ctrl-C in one line with status 130
+(training keeps its last finished epoch in ``last.pt``, so ``--resume`` continues it);
+other failures propagate (status 1).
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # disk full, permissions, a file where a folder should be
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted; a training run continues from its last finished epoch with "
+              "--resume, and compare reuses the runs it finished", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
