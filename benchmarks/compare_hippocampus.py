@@ -153,7 +153,10 @@ def main(argv=None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     git = content["benchmark"]["git"]
     runs = content["runs"]
-    all_runs_minutes = sum(float(run.get("train_wall_seconds") or 0) for run in runs) / 60
+    # A resumed run's wall time covers only the process that finished it; its epochs'
+    # own seconds cover all of it.
+    all_runs_minutes = sum(max(float(run.get("train_wall_seconds") or 0),
+                               float(run.get("train_seconds") or 0)) for run in runs) / 60
     header = [
         "<!-- written by benchmarks/compare_hippocampus.py; do not edit by hand -->",
         f"> {'SMOKE RUN (pipeline check only, not the benchmark): ' if smoke else ''}"

@@ -49,6 +49,9 @@ Measurements (per run = one model and one seed)
 * ``train_seconds_per_epoch``: the trainer's own per-epoch seconds (training pass plus
   the validation pass for the progressive trainer and Base-DeepSSM; TL-DeepSSM's log
   counts the training pass only), averaged over all epochs of the run.
+* ``train_seconds``: the sum of those per-epoch seconds over every epoch of the run, a
+  resumed run's earlier epochs included; ``train_wall_seconds`` is the wall time of the
+  process that finished the run (for a resumed run, only what came after the resume).
 * ``predict_seconds_per_subject``: wall time per test subject from ``predictions.json``
   (registration to the reference, network, writing the files), on ``predict_device``.
 * ``parameters``: every parameter of the network, frozen ones included (Base-DeepSSM's
