@@ -126,3 +126,12 @@ def test_quality_report_and_rerun_reuses_steps(prepared):
     use_case.prepare(out, DATA, particles=PARTICLES, subjects=SUBJECTS, workers=1)
     assert particle_file.stat().st_mtime_ns == before
     assert (out / "steps" / "3_correspondence.json").stat().st_mtime_ns == stamp
+
+
+def test_smaller_runs_get_their_own_output_folder():
+    use_case = _use_case()
+    assert use_case.parse_args([]).out == use_case.DEFAULT_OUT
+    tiny = use_case.parse_args(["--tiny"]).out
+    assert tiny.name == "hippocampus_tiny" and tiny.parent == use_case.DEFAULT_OUT.parent
+    assert use_case.parse_args(["--subjects", "30"]).out.name == "hippocampus_30"
+    assert use_case.parse_args(["--tiny", "--out", "/tmp/x"]).out == Path("/tmp/x")
