@@ -119,12 +119,14 @@ def main(argv=None) -> int:
     models = args.models or ("deepssm,progressive" if smoke else ALL_MODELS)
     epochs = args.epochs or (1 if smoke else DEFAULT_EPOCHS)
     seeds = args.seeds or ("1" if smoke else DEFAULT_SEEDS)
-    # Another epoch budget gets its own result files and run folders (a run folder
-    # trained with other settings would be cleared and trained again)
+    # Another epoch budget gets its own result files and run folders (compare refuses to
+    # reuse a folder whose runs were trained with other settings); another project gets
+    # result files named after it, never over the committed hippocampus results
     suffix = "_smoke" if smoke else ("" if epochs == DEFAULT_EPOCHS else f"_{epochs}ep")
     if args.pca_samples:
         suffix += f"_pca{args.pca_samples}"
-    name = f"hippocampus_compare{suffix}"
+    stem = "hippocampus" if project == DEFAULT_PROJECT.resolve() else project.stem
+    name = f"{stem}_compare{suffix}"
     config = {"run": {"num_threads": int(args.threads), "device": args.device}}
     if args.pca_samples:
         config["augment"] = {"pca_samples": int(args.pca_samples), "pca_sampler": "kde"}

@@ -35,8 +35,8 @@ import numpy as np
 
 from compare_hippocampus import DEFAULT_PROJECT, RESULTS, git_state
 
-DEFAULT_REGISTRATIONS = (DEFAULT_PROJECT.parent / "progressive_runs" / "compare_benchmark"
-                         / "progressive" / "seed0")
+# The compare run whose test registrations are used, relative to the project's folder
+DEFAULT_REGISTRATIONS = Path("progressive_runs") / "compare_benchmark" / "progressive" / "seed0"
 
 logger = logging.getLogger("benchmarks.mean_shape_hippocampus")
 
@@ -95,9 +95,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--project", type=Path, default=DEFAULT_PROJECT,
                         help=f"hippocampus project (default: {DEFAULT_PROJECT})")
-    parser.add_argument("--registrations", type=Path, default=DEFAULT_REGISTRATIONS,
+    parser.add_argument("--registrations", type=Path, default=None, metavar="RUN_DIR",
                         help="run folder whose test predictions give the registrations "
-                             f"(default: {DEFAULT_REGISTRATIONS})")
+                             f"(default: <project folder>/{DEFAULT_REGISTRATIONS})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s", datefmt="%H:%M:%S")
@@ -106,10 +106,24 @@ def main(argv=None) -> int:
     from shapeworks_progressive.evaluation import evaluate_run
     from shapeworks_progressive.project import Project
 
-    project = Project.load(args.project)
-    out_dir = args.project.parent / "progressive_runs" / "mean_shape"
+    project_path = args.project.resolve()
+    if not project_path.is_file():
+        print(f"error: {project_path} not found; make it first with the hippocampus use "
+              "case (see README)", file=sys.stderr)
+        return 2
+    registrations = (args.registrations or project_path.parent / DEFAULT_REGISTRATIONS).resolve()
+    try:
+        shown = registrations.relative_to(project_path.parent)
+    except ValueError:
+        shown = registrations
+    project = Project.load(project_path)
+    out_dir = project_path.parent / "progressive_runs" / "mean_shape"
     mean_world = mean_training_shape(project)
-    write_mean_shape_predictions(mean_world, args.registrations.resolve(), out_dir)
+    try:
+        write_mean_shape_predictions(mean_world, registrations, out_dir)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     result = evaluate_run(project, out_dir, save_meshes=False)
     summary = json.loads(Path(result.summary_path).read_text(encoding="utf-8"))
 
@@ -127,20 +141,21 @@ def main(argv=None) -> int:
         "<!-- written by benchmarks/mean_shape_hippocampus.py; do not edit by hand -->",
         f"> commit `{git['commit']}` ({git['tracked_files_changed']} tracked file(s) changed);"
         f" {machine['summary']}; {date}.", "",
-        f"# The mean training shape on `{args.project.name}`'s test scans", "",
+        f"# The mean training shape on `{project_path.name}`'s test scans", "",
         f"The mean of the {sum(s.split == 'train' for s in project.subjects)} training "
         f"shapes' world particles, placed in each of the {summary['n_subjects']} test scans "
         "by the registration of the compare run "
-        f"`{args.registrations.resolve().relative_to(args.project.parent.resolve())}`, "
+        f"`{shown}`, "
         "measured as `compare` measures the models (mm, mean over test scans).", "",
         "| scale | particle RMSE (mm) | surface distance (mm) | 95th percentile (mm) "
         "| Hausdorff (mm) |",
         "|---|---|---|---|---|", *rows, "",
     ]
+    stem = "hippocampus" if project_path == DEFAULT_PROJECT.resolve() else project_path.stem
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "hippocampus_mean_shape.md").write_text("\n".join(lines), encoding="utf-8")
-    (RESULTS / "hippocampus_mean_shape.json").write_text(json.dumps(
-        {"project": str(args.project), "registrations": str(args.registrations), "date": date,
+    (RESULTS / f"{stem}_mean_shape.md").write_text("\n".join(lines), encoding="utf-8")
+    (RESULTS / f"{stem}_mean_shape.json").write_text(json.dumps(
+        {"project": str(project_path), "registrations": str(registrations), "date": date,
          "machine": machine, "git": git, "summary": summary}, indent=1) + "\n",
         encoding="utf-8")
     print("\n".join(lines))

@@ -113,7 +113,7 @@ __all__ = ["MODELS", "METRICS", "parse_models", "parse_seeds", "epoch_plan", "va
 logger = logging.getLogger("shapeworks_progressive.compare")
 
 MODELS: dict[str, str] = {
-    "deepssm": "Base-DeepSSM (PCA head, frozen PCA decoder, fine-tuned)",
+    "deepssm": "Base-DeepSSM (PCA head, frozen PCA decoder, then fine-tuning)",
     "tl-deepssm": "TL-DeepSSM (autoencoder, T-flank, joint)",
     "single-scale": "progressive network, one scale of all particles",
     "progressive": "Progressive DeepSSM (the base config)",
@@ -182,33 +182,45 @@ def parse_models(models: str | list[str] | tuple[str, ...]) -> list[str]:
 def parse_seeds(seeds: int | str | dict, models: list[str]) -> dict[str, int]:
     """Seed counts per model from ``3``, ``"3"`` or ``"1,deepssm=3,progressive=3"``.
 
-    A bare number is the count of every model not named; ``model=N`` sets one model's
-    count (seeds ``0 .. N - 1``). A dict maps model names to counts (the others get 1).
+    A bare number is the count of every model not named (at most one bare number; 1 when
+    there is none, so ``"deepssm=3"`` gives the others one seed each); ``model=N`` sets one
+    model's count (seeds ``0 .. N - 1``), once per model. A dict maps model names to counts
+    (the others get 1).
 
     Raises
     ------
     ConfigError
-        A count below 1, a malformed item, or a model name that is not in ``models``.
+        A count below 1, a malformed or empty item, two bare numbers, a model named twice,
+        or a model name that is not in ``models``.
     """
-    default, named = 1, {}
+    default, named, problems = 1, {}, []
     if isinstance(seeds, dict):
         named = dict(seeds)
     elif isinstance(seeds, str):
+        bare = []
         for item in (part.strip() for part in seeds.split(",")):
             if not item:
-                continue
+                raise ConfigError(f"--seeds {seeds!r} has an empty item; write N or "
+                                  "N,MODEL=N,...")
             key, sep, value = item.partition("=")
             try:
                 if sep:
-                    named[key.strip().lower()] = int(value)
+                    key = key.strip().lower()
+                    if key in named:
+                        problems.append(f"--seeds names {key!r} twice")
+                    named[key] = int(value)
                 else:
-                    default = int(key)
+                    bare.append(int(key))
             except ValueError:
                 raise ConfigError(f"--seeds item {item!r} is not N or MODEL=N") from None
+        if len(bare) > 1:
+            problems.append(f"--seeds {seeds!r} has {len(bare)} bare counts; give one (the "
+                            "count of every model not named) and MODEL=N for the others")
+        default = bare[0] if bare else 1
     else:
         default = int(seeds)
-    problems = [f"--seeds names {name!r}, which is not among the models compared "
-                f"({', '.join(models)})" for name in named if name not in models]
+    problems += [f"--seeds names {name!r}, which is not among the models compared "
+                 f"({', '.join(models)})" for name in named if name not in models]
     counts = {name: int(named.get(name, default)) for name in models}
     problems += [f"--seeds must be >= 1; got {count} for {name}"
                  for name, count in counts.items() if count < 1]
@@ -488,24 +500,75 @@ def source_version() -> dict:
     return {"version": __version__, "commit": commit}
 
 
-def _prepare_run_dir(spec: dict) -> str:
-    """Decide ``reuse``, ``resume`` or ``new`` for a run folder (clearing a stale one)."""
+def _run_state(spec: dict) -> str:
+    """``new``, ``reuse``, ``resume`` or ``changed`` (trained with other settings).
+
+    Raises
+    ------
+    ConfigError
+        The folder is not empty and is not a compare run folder.
+    """
     run_dir = Path(spec["run_dir"])
-    spec_path = run_dir / SPEC_NAME
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        saved = _read_json(spec_path)
-        if saved is None:
-            raise ConfigError(f"{run_dir} is not empty and holds no {SPEC_NAME}; it is not a "
-                              "compare run folder. Choose another --out")
-        if _identity(saved) == _identity(spec):
-            finished = _read_json(run_dir / TRAIN_NAME)
-            if finished and finished.get("finished") and (run_dir / "best.pt").is_file():
-                return "reuse"
-            return "resume"
+    if not (run_dir.is_dir() and any(run_dir.iterdir())):
+        return "new"
+    saved = _read_json(run_dir / SPEC_NAME)
+    if saved is None:
+        raise ConfigError(f"{run_dir} is not empty and holds no {SPEC_NAME}; it is not a "
+                          "compare run folder. Choose another --out")
+    if _identity(saved) != _identity(spec):
+        return "changed"
+    finished = _read_json(run_dir / TRAIN_NAME)
+    if finished and finished.get("finished") and (run_dir / "best.pt").is_file():
+        return "reuse"
+    return "resume"
+
+
+def _identity_difference(saved: dict | None, spec: dict, most: int = 3) -> str:
+    """The first settings that differ between a saved spec and a new one, in words."""
+    def flat(value, prefix=""):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield from flat(item, f"{prefix}{key}.")
+        else:
+            yield prefix.rstrip("."), value
+
+    old = dict(flat(_identity(saved or {})))
+    new = dict(flat(_identity(spec)))
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    words = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys[:most]]
+    if len(keys) > most:
+        words.append(f"{len(keys) - most} more")
+    return "; ".join(words) or "unreadable spec"
+
+
+def _prepare_run_dir(spec: dict) -> str:
+    """Decide ``reuse``, ``resume`` or ``new`` for a run folder (clearing a changed one).
+
+    A changed run is only cleared when :func:`compare` was asked to retrain it.
+    """
+    run_dir = Path(spec["run_dir"])
+    state = _run_state(spec)
+    if state in ("reuse", "resume"):
+        return state
+    if state == "changed":
         logger.warning("%s was trained with other settings; training it again", run_dir)
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return "new"
+
+
+def _check_devices(train_device: str, predict_device: str) -> None:
+    """Fail before any work when the training or prediction device cannot be used."""
+    from .errors import DeviceError
+    from .training import select_device
+
+    select_device(train_device)
+    if predict_device != train_device:
+        try:
+            select_device(predict_device)
+        except DeviceError as err:
+            raise DeviceError(f"--predict-device {predict_device!r}: {err}".replace(
+                "set run.device to", "use --predict-device")) from None
 
 
 def _checkpoint_signature(path: Path) -> list:
@@ -710,13 +773,17 @@ def format_markdown(result: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Targets", ""]
     for target in result["targets"]:
-        verdict = {True: "**met**", False: "**not met**", None: "not judged"}[target["met"]]
+        if target["met"] is None:  # the text says why, starting "not judged"
+            lines.append(f"- {target['target']}: {target['text']}.")
+            continue
+        verdict = "**met**" if target["met"] else "**not met**"
         lines.append(f"- {target['target']}: {verdict}. {target['text']}.")
     lines += ["", "## How it was measured", ""]
     for model, plan in result["epoch_plans"].items():
         stages = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in plan.items()
                            if k != "total")
-        lines.append(f"- `{model}`: {MODELS[model]}; {plan['total']} epochs ({stages})")
+        lines.append(f"- `{model}`: {MODELS[model]}; {plan['total']} epochs ({stages})"
+                     + _plan_caveat(model, plan, result["data"]["scale_sizes"]))
     changed = _changed_settings(result.get("base_config") or {})
     lines += [
         "- Base config: " + ("the defaults, except "
@@ -736,6 +803,17 @@ def format_markdown(result: dict) -> str:
         f"- Machine: {result['machine']['summary']}; {result['date']}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _plan_caveat(model: str, plan: dict, scale_sizes: list) -> str:
+    """Words for a plan that a small budget made different from what the model's name says."""
+    if plan.get("fine_tune") == 0:
+        return "; no fine-tuning at this budget (it takes 1 epoch from 10 epochs up)"
+    if (model in _PROGRESSIVE and plan.get("epochs_per_stage") == 0
+            and len(scale_sizes) > 1):
+        return ("; too few epochs for one stage per scale, so every scale trained together "
+                "(not progressive)")
+    return ""
 
 
 def _changed_settings(config: dict) -> list[tuple[str, str]]:
@@ -763,9 +841,17 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if isinstance(row[k], float) and not math.isfinite(row[k])
-                             else row[k]) for k in columns})
+        writer.writerow({k: _csv_value(k, row[k]) for k in columns})
     return atomic_write_text(path, buffer.getvalue())
+
+
+def _csv_value(column: str, value):
+    """A CSV cell: empty for NaN; counts (parameters) as whole numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    if column == "parameters_mean" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _plot(path: Path, runs: list[dict], models: list[str]) -> Path:
@@ -865,7 +951,7 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
             out_dir: str | os.PathLike | None = None, epochs: int | None = None,
             device: str | None = None, predict_device: str = "cpu",
             warp_method: str = "displacement", isolate: bool = True,
-            progress: bool = True) -> CompareResult:
+            retrain_changed: bool = False, progress: bool = True) -> CompareResult:
     """Train (or reuse), predict and evaluate every model for every seed; write the table.
 
     Parameters
@@ -890,6 +976,10 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
     warp_method : {"displacement", "shapeworks"}, default: "displacement"
     isolate : bool, default: True
         Train each run in its own Python process (per-run peak memory).
+    retrain_changed : bool, default: False
+        Train again, in place, the runs in ``out_dir`` that were trained with other
+        settings (another budget, config or data). By default they are kept and the call
+        is refused.
     progress : bool, default: True
 
     Returns
@@ -899,8 +989,12 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
     Raises
     ------
     ConfigError
-        Unknown model names (listing the choices), bad seeds/epochs or config, a non-empty
-        ``out_dir`` sub-folder that is not a compare run; before any training.
+        Unknown model names (listing the choices), bad seeds/epochs or config, an
+        ``out_dir`` that is a file, a non-empty ``out_dir`` sub-folder that is not a
+        compare run, runs trained with other settings (without ``retrain_changed``);
+        before any training.
+    DeviceError
+        The training or prediction device cannot be used; before any data work.
     """
     from .config import load_config, total_epochs
     from .dataset import prepare_dataset
@@ -930,6 +1024,12 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
                           f"{len(train_names)}: {', '.join(train_names) or 'none'}")
     out_dir = Path(os.path.abspath(os.fspath(
         out_dir if out_dir is not None else project.folder / _RUNS_FOLDER / "compare")))
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"--out {out_dir}: {folder} is a file, not a folder")
+            break
+    _check_devices(base["run"]["device"], predict_device)
 
     # Prepare the data once (cache shared with `train`)
     spacing = base["data"]["spacing"]
@@ -947,41 +1047,59 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
     config_scaled["data"]["scales"] = [int(n) for n in data.scale_sizes]
     budget = int(epochs) if epochs is not None else total_epochs(config_scaled, num_scales)
     plans = {name: epoch_plan(name, budget, config_scaled, num_scales) for name in names}
+    for name, plan in plans.items():
+        caveat = _plan_caveat(name, plan, list(data.scale_sizes))
+        if caveat:
+            logger.warning("%s with %d epochs%s", name, budget, caveat)
     logger.info("compare %s on %s: seeds %s, %d epochs each, into %s", ", ".join(names),
                 project.path, seed_counts, budget, out_dir)
+
+    # Every run's spec; runs trained with other settings are refused before any training
+    specs = []
+    for name in names:
+        for seed in range(seed_counts[name]):
+            run_dir = out_dir / name / f"seed{seed}"
+            specs.append({"model": name, "seed": seed, "plan": plans[name],
+                          "config": variant_config(config_scaled, name, plans[name],
+                                                   seed=seed, num_particles=num_particles),
+                          "project": str(project.path), "cache_dir": str(cache_dir),
+                          "data": data_settings, "data_cache": data.cache_path and
+                          Path(data.cache_path).name, "run_dir": str(run_dir),
+                          "isolated": isolate})
+    changed = [spec for spec in specs if _run_state(spec) == "changed"]
+    if changed and not retrain_changed:
+        raise ConfigError(
+            [f"{spec['run_dir']} holds a run trained with other settings ("
+             f"{_identity_difference(_read_json(Path(spec['run_dir']) / SPEC_NAME), spec)})"
+             for spec in changed]
+            + [f"compare keeps them: choose another --out for this budget, or pass "
+               f"--retrain-changed to train these {len(changed)} run(s) again in place"])
 
     # Train (or reuse), predict and evaluate every run
     runs: list[dict] = []
     trained: list[str] = []
-    for name in names:
-        for seed in range(seed_counts[name]):
-            run_dir = out_dir / name / f"seed{seed}"
-            spec = {"model": name, "seed": seed, "plan": plans[name],
-                    "config": variant_config(config_scaled, name, plans[name], seed=seed,
-                                             num_particles=num_particles),
-                    "project": str(project.path), "cache_dir": str(cache_dir),
-                    "data": data_settings, "data_cache": data.cache_path and
-                    Path(data.cache_path).name, "run_dir": str(run_dir), "isolated": isolate}
-            state = _prepare_run_dir(spec)
-            if state == "reuse":
-                logger.info("%s seed %d: reusing the finished run in %s", name, seed, run_dir)
-                record = _read_json(run_dir / TRAIN_NAME)
+    for spec in specs:
+        name, seed, run_dir = spec["model"], spec["seed"], Path(spec["run_dir"])
+        state = _prepare_run_dir(spec)
+        if state == "reuse":
+            logger.info("%s seed %d: reusing the finished run in %s", name, seed, run_dir)
+            record = _read_json(run_dir / TRAIN_NAME)
+        else:
+            spec["resume"] = state == "resume"
+            spec_path = atomic_write_text(run_dir / SPEC_NAME,
+                                          json.dumps(json_safe(spec), indent=1) + "\n")
+            logger.info("%s seed %d: %s in %s", name, seed,
+                        "resuming" if spec["resume"] else "training", run_dir)
+            if isolate:
+                record = _train_isolated(spec, spec_path, progress=progress)
             else:
-                spec["resume"] = state == "resume"
-                spec_path = atomic_write_text(run_dir / SPEC_NAME,
-                                              json.dumps(json_safe(spec), indent=1) + "\n")
-                logger.info("%s seed %d: %s in %s", name, seed,
-                            "resuming" if spec["resume"] else "training", run_dir)
-                if isolate:
-                    record = _train_isolated(spec, spec_path, progress=progress)
-                else:
-                    record = train_run(spec, progress=progress)
-                trained.append(f"{name}/seed{seed}")
-            tested = predict_and_evaluate(project, run_dir, device=predict_device,
-                                          warp_method=warp_method, seed=data_settings["seed"],
-                                          progress=False)
-            merged = {**record, **tested, "model": name, "seed": seed, "run_dir": str(run_dir)}
-            runs.append(_nan_floats(merged))
+                record = train_run(spec, progress=progress)
+            trained.append(f"{name}/seed{seed}")
+        tested = predict_and_evaluate(project, run_dir, device=predict_device,
+                                      warp_method=warp_method, seed=data_settings["seed"],
+                                      progress=False)
+        merged = {**record, **tested, "model": name, "seed": seed, "run_dir": str(run_dir)}
+        runs.append(_nan_floats(merged))
 
     # Table, targets, files
     table = aggregate(runs, names)

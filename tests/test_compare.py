@@ -230,3 +230,76 @@ def test_the_surface_term_is_off_where_the_method_has_none():
                        "progressive-no-surface": 0.0, "deepssm": 0.0,
                        "deepssm-surface": 5.0}
     assert base["loss"]["surface_weight"] == 5.0  # the base config is not changed
+
+
+def test_seed_lists_that_say_two_things_are_refused():
+    models = ["deepssm", "tl-deepssm", "progressive"]
+    assert parse_seeds("deepssm=2", models) == {"deepssm": 2, "tl-deepssm": 1,
+                                                "progressive": 1}
+    with pytest.raises(ConfigError, match="2 bare counts"):
+        parse_seeds("1,2", models)
+    with pytest.raises(ConfigError, match="names 'deepssm' twice"):
+        parse_seeds("1,deepssm=2,deepssm=3", models)
+    with pytest.raises(ConfigError, match="empty item"):
+        parse_seeds(",deepssm=2", models)
+
+
+def test_runs_of_another_budget_are_kept_and_the_call_refused(compared):
+    path, config, out, _ = compared
+    best = out / "progressive" / "seed0" / "best.pt"
+    before = best.stat().st_mtime_ns
+    with pytest.raises(ConfigError) as info:
+        compare(path, "progressive", seeds=1, config=config, out_dir=out,
+                epochs=EPOCHS + 1, progress=False)
+    message = str(info.value)
+    assert "seed0 holds a run trained with other settings" in message
+    assert f"plan.total: {EPOCHS} then, {EPOCHS + 1} now" in message
+    assert "--retrain-changed" in message
+    assert best.stat().st_mtime_ns == before
+
+
+def test_retrain_changed_trains_the_changed_run_again(compared, tmp_path):
+    import shutil
+
+    path, config, out, _ = compared
+    shutil.copytree(out / "progressive" / "seed0", tmp_path / "progressive" / "seed0")
+    result = compare(path, "progressive", seeds=1, config=config, out_dir=tmp_path,
+                     epochs=1, retrain_changed=True, progress=False)
+    assert result.trained == ["progressive/seed0"]
+    assert result.runs[0]["epochs"] == 1
+
+
+def test_a_bad_out_or_device_is_an_error_before_any_work(compared, tmp_path, capsys):
+    path, config, _, _ = compared
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        compare(path, "progressive", seeds=1, config=config, out_dir=a_file / "compare",
+                epochs=1, progress=False)
+    assert a_file.read_text() == "mine"
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    status = main(["compare", str(path), "--models", "progressive", "--seeds", "1",
+                   "--config", str(config), "--out", str(tmp_path / "c"), "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert status == 2 and "run.device is 'cuda'" in err and "Traceback" not in err
+    status = main(["compare", str(path), "--models", "progressive", "--seeds", "1",
+                   "--config", str(config), "--out", str(tmp_path / "c"),
+                   "--predict-device", "cuda"])
+    err = capsys.readouterr().err
+    assert status == 2 and "--predict-device 'cuda'" in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_report_says_what_a_small_budget_changed(compared):
+    _, _, out, _ = compared
+    markdown = (out / "compare.md").read_text()
+    deepssm_line = next(line for line in markdown.splitlines()
+                        if line.startswith("- `deepssm`"))
+    assert "no fine-tuning at this budget" in deepssm_line
+    assert "not judged. not judged" not in markdown
+    with open(out / "compare.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(row["parameters_mean"].isdigit() for row in rows)

@@ -39,7 +39,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help=f"comma-separated model variants (default: {_ALL_MODELS})")
     parser.add_argument("--seeds", default="3", metavar="N[,MODEL=N...]",
                         help="seeds 0..N-1 per model (default: 3); MODEL=N items give one "
-                             "model its own count, e.g. 1,deepssm=3,progressive=3")
+                             "model its own count and the models not named get the bare N "
+                             "(1 when there is none), e.g. 1,deepssm=3,progressive=3")
     parser.add_argument("--config", type=Path, default=None,
                         help="base training JSON config; missing keys take the defaults")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -54,6 +55,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="prediction device (default: cpu, where the speed target is)")
     parser.add_argument("--warp-method", choices=("displacement", "shapeworks"),
                         default="displacement", help="mesh warp used for surface distances")
+    parser.add_argument("--retrain-changed", action="store_true",
+                        help="train again, in place, runs in DIR that were trained with "
+                             "other settings (another --epochs, config or data); without "
+                             "it compare keeps them and stops before any training")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bars")
     parser.set_defaults(func=run)
@@ -66,7 +71,7 @@ def run(args) -> int:
     result = compare(args.project, args.models, seeds=args.seeds, config=args.config,
                      out_dir=args.out, epochs=args.epochs, device=args.device,
                      predict_device=args.predict_device, warp_method=args.warp_method,
-                     progress=args.progress)
+                     retrain_changed=args.retrain_changed, progress=args.progress)
     print(result.markdown_path.read_text(encoding="utf-8"))
     reused = len(result.runs) - len(result.trained)
     print(f"{len(result.trained)} run(s) trained, {reused} reused, in {result.out_dir}")
