@@ -1014,14 +1014,25 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
             base["run"].update(overrides["run"])
     else:
         base = load_config(config, overrides=overrides)
+    problems = []
     if not project.subjects_in_split("test"):
-        raise ConfigError(f"{project.path}: no subject has split 'test'; compare evaluates "
-                          "the test split")
+        problems.append(f"{project.path}: no subject has split 'test'; compare evaluates "
+                        "the test split")
     train_names = [subject.name for subject in project.subjects_in_split("train")]
     if len(train_names) < 2:
-        raise ConfigError(f"{project.path}: compare needs at least 2 subjects with split "
-                          f"'train' (every model uses a PCA of the training shapes); it has "
-                          f"{len(train_names)}: {', '.join(train_names) or 'none'}")
+        problems.append(f"{project.path}: compare needs at least 2 subjects with split "
+                        f"'train' (every model uses a PCA of the training shapes); it has "
+                        f"{len(train_names)}: {', '.join(train_names) or 'none'}")
+    for split in ("train", "val", "test"):
+        for subject in project.subjects_in_split(split):
+            if subject.image is None:
+                problems.append(f"subject {subject.name!r} ({split}) has no image column "
+                                "(image_<name>); every model learns from the images")
+            elif not Path(subject.image).is_file():
+                problems.append(f"subject {subject.name!r} ({split}): image file not found: "
+                                f"{subject.image}")
+    if problems:  # all at once, so one run shows the user everything to fix
+        raise ConfigError(problems)
     out_dir = Path(os.path.abspath(os.fspath(
         out_dir if out_dir is not None else project.folder / _RUNS_FOLDER / "compare")))
     for folder in (out_dir, *out_dir.parents):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,6 +100,24 @@ def test_compare_with_one_training_subject_is_an_error_naming_it(tmp_path, capsy
     err = capsys.readouterr().err
     assert "compare needs at least 2 subjects with split 'train'" in err
     assert "it has 1: ell_0" in err and "Traceback" not in err
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_lists_every_split_and_image_problem_at_once(tmp_path, capsys):
+    from shapeworks_progressive.project import Project
+
+    path, _ = make_consistent_project(tmp_path)
+    _set_splits(path, {**{f"ell_{i}": "val" for i in range(1, 6)}})
+    missing = next(s for s in Project.load(path).subjects if s.name == "ell_2").image
+    Path(missing).unlink()
+    code = main(["compare", str(path), "--config", str(_config(tmp_path)), "--models",
+                 "deepssm", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path / "cmp"),
+                 "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no subject has split 'test'" in err
+    assert "it has 1: ell_0" in err
+    assert "subject 'ell_2' (val): image file not found" in err
     assert not (tmp_path / "cmp").exists()
 
 
