@@ -999,12 +999,14 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
     from .config import load_config, total_epochs
     from .dataset import prepare_dataset
     from .project import Project
+    from .validation import warn_if_invalid
 
     # Check everything first
     names = parse_models(models)
     seed_counts = parse_seeds(seeds, names)
     if not hasattr(project, "subjects"):
         project = Project.load(Path(project).resolve())
+    warn_if_invalid(project)
     overrides = {"run": {"device": device}} if device is not None else None
     if isinstance(config, dict):
         from .config import validate_config

@@ -35,7 +35,8 @@ from .particles import read_particles
 from .project import Project
 from .transforms import local_to_world
 
-__all__ = ["Problem", "ImageInfo", "ValidationReport", "validate_project", "read_image_info"]
+__all__ = ["Problem", "ImageInfo", "ValidationReport", "validate_project", "read_image_info",
+           "warn_if_invalid"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +181,26 @@ def validate_project(project: Project, *, check_images: bool = True,
     report.splits = dict(sorted(counts.items()))
     for problem in problems:
         logger.debug("problem: %s", problem)
+    return report
+
+
+def warn_if_invalid(project: Project, *, most: int = 3) -> ValidationReport:
+    """Log a warning when ``info`` would reject the project; go on regardless.
+
+    Training and evaluation use the world particles and the alignment/Procrustes
+    transforms; a project whose world particles disagree with its local particles and
+    transforms (as in some ShapeWorks examples) can still train, but its errors may be
+    measured in the wrong place, so the user is told before any long work. Images are not
+    read here (training checks them itself).
+    """
+    report = validate_project(project, check_images=False)
+    if report.problems:
+        shown = "; ".join(str(p) for p in report.problems[:most])
+        more = (f" (and {len(report.problems) - most} more)"
+                if len(report.problems) > most else "")
+        logger.warning("%s: `shapeworks-progressive info` finds %d problem(s) in this "
+                       "project, so its results may be off: %s%s", project.path,
+                       len(report.problems), shown, more)
     return report
 
 

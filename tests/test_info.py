@@ -229,3 +229,15 @@ def test_help_exits_0(capsys):
         main(["info", "--help"])
     assert info.value.code == 0
     assert "--tolerance-mm" in capsys.readouterr().out
+
+
+def test_training_commands_warn_when_info_would_reject_the_project(ellipsoid_project, caplog,
+                                                                    capsys):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        code = main(["compare", str(ellipsoid_project), "--models", "deepssm", "--seeds",
+                     "1", "--epochs", "1"])
+    assert code == 2  # then stopped: the example has no images and no split
+    assert "info` finds 3 problem(s)" in caplog.text
+    assert "world particles disagree" in caplog.text and "ellipsoid_00_DT" in caplog.text

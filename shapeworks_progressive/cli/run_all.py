@@ -104,6 +104,7 @@ def run(args) -> int:
     from ..fileio import atomic_write_text
     from ..predict import predict, select_targets
     from ..project import Project
+    from ..validation import warn_if_invalid
     from ..report import write_report
     from ..writeback import write_deepssm_layout
     from . import train
@@ -117,6 +118,7 @@ def run(args) -> int:
     if not project_path.is_file():
         raise FileNotFoundError(f"project file not found: {project_path}")
     project = Project.load(project_path)
+    warn_if_invalid(project)
     targets = select_targets(project, args.subjects)
     if args.config is not None:
         load_config(args.config)

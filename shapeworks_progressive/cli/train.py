@@ -89,6 +89,7 @@ def run(args) -> int:
     from ..errors import ConfigError
     from ..fileio import atomic_write_text
     from ..project import Project
+    from ..validation import warn_if_invalid
     from ..checkpoints import load_checkpoint
     from ..training import (build_model, check_resume_config, init_distributed,
                             prediction_metadata, select_device, train_model)
@@ -98,6 +99,7 @@ def run(args) -> int:
     if not project_path.is_file():
         raise FileNotFoundError(f"project file not found: {project_path}")
     project = Project.load(project_path)
+    warn_if_invalid(project)
     if args.out is not None:
         out_dir = Path(args.out).resolve()
     elif args.resume:
