@@ -85,10 +85,15 @@ def test_killed_train_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
     assert [r["epoch"] for r in resumed_log] == [str(e) for e in range(1, TOTAL_EPOCHS + 1)]
     assert [r["epoch"] for r in resumed_log] == [r["epoch"] for r in straight_log]
     last_resumed, last_straight = resumed_log[-1], straight_log[-1]
+    # Alone, a resumed run matches to the last bit at every kill point (1 to 8 epochs
+    # done). Inside the full suite one run in many differed by 3e-4 relative (the killed
+    # part ran in a fresh process, the straight run in the test process), so the
+    # tolerance is 1e-3: a wrong optimizer, schedule or RNG state after the resume
+    # changes these numbers by far more.
     for key in last_straight:
         if key.startswith(("train_", "val_")) and last_straight[key]:
             assert float(last_resumed[key]) == pytest.approx(float(last_straight[key]),
-                                                             rel=1e-4), key
+                                                             rel=1e-3), key
     assert _temporary_files(killed) == []
 
 
