@@ -88,8 +88,8 @@ def test_killed_train_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
     # Alone, a resumed run matches to the last bit at every kill point (1 to 8 epochs
     # done). Inside the full suite one run in many differed by 3e-4 relative (the killed
     # part ran in a fresh process, the straight run in the test process), so the
-    # tolerance is 1e-3: a wrong optimizer, schedule or RNG state after the resume
-    # changes these numbers by far more.
+    # tolerance is 1e-3. Training with another seed changes these numbers by about 30%,
+    # so a resume that lost the RNG, optimizer or schedule state still fails.
     for key in last_straight:
         if key.startswith(("train_", "val_")) and last_straight[key]:
             assert float(last_resumed[key]) == pytest.approx(float(last_straight[key]),
