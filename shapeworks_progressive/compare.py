@@ -73,7 +73,8 @@ times, memory, parameter count) and ``compare_eval.json`` (the test metrics and 
 ``best.pt`` they were measured with). A later call reuses a run whose spec matches and
 whose training finished (no retraining), resumes an unfinished one with a matching spec,
 and re-predicts only when ``best.pt`` changed. A run folder with a different spec is
-cleared and trained again.
+kept and the call refused before any training (naming the settings that differ), unless
+``retrain_changed`` asks to clear it and train it again.
 
 Outputs in ``<out>``: ``compare.md`` (table and the issue's targets), ``compare.csv``,
 ``compare.json`` (everything, per run and aggregated) and ``compare_surface_distance.png``.
