@@ -64,6 +64,7 @@ __all__ = [
     "with_augmented",
     "settings_from_config",
     "augment_from_config",
+    "check_sample_memory",
     "sample_whitened_scores",
     "nearest_shapes",
     "landmark_subset",
@@ -642,7 +643,7 @@ def _physical_memory_bytes() -> int | None:
         return None
 
 
-def _check_memory(count: int, data: Any) -> None:
+def check_sample_memory(count: int, data: Any) -> None:
     """Refuse a sample count whose arrays would not fit in half of this machine's memory.
 
     Each sample holds a float32 image and a uint8 segmentation on the grid plus its
@@ -692,7 +693,7 @@ def augment_from_config(data: Any, config: dict, cache_dir: str | os.PathLike
     settings = settings_from_config(config)
     if settings is None:
         return None
-    _check_memory(settings.count, data)
+    check_sample_memory(settings.count, data)
     workers = config["run"].get("num_workers") or os.cpu_count() or 1
     augmented = augment_prepared_data(data, cache_dir, settings, workers=int(workers))
     logger.info("training on %d subjects plus %d PCA-augmented samples (%s sampler, %d modes)",

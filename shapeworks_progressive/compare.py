@@ -997,6 +997,7 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
     DeviceError
         The training or prediction device cannot be used; before any data work.
     """
+    from .augmentation import check_sample_memory, settings_from_config
     from .config import load_config, total_epochs
     from .dataset import prepare_dataset
     from .project import Project
@@ -1061,10 +1062,14 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
     config_scaled["data"]["scales"] = [int(n) for n in data.scale_sizes]
     budget = int(epochs) if epochs is not None else total_epochs(config_scaled, num_scales)
     plans = {name: epoch_plan(name, budget, config_scaled, num_scales) for name in names}
+    augmentation = settings_from_config(config_scaled)
+    if augmentation is not None:  # refused here, not in the first training worker
+        check_sample_memory(augmentation.count, data)
     for name, plan in plans.items():
         caveat = _plan_caveat(name, plan, list(data.scale_sizes))
         if caveat:
-            logger.warning("%s with %d epochs%s", name, budget, caveat)
+            logger.warning("%s with %d epoch%s%s", name, budget, "" if budget == 1 else "s",
+                           caveat)
     logger.info("compare %s on %s: seeds %s, %d epochs each, into %s", ", ".join(names),
                 project.path, seed_counts, budget, out_dir)
 

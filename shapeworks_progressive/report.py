@@ -205,6 +205,21 @@ def _find_train_log(run_dir: Path | None) -> Path | None:
     return found[0] if found else None
 
 
+def _augmentation_lines(config_path: Path) -> list[str]:
+    """One line on the run's augmentation (from its ``config.json``), or none without one."""
+    try:
+        augment = json.loads(config_path.read_text(encoding="utf-8")).get("augment", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return []
+    count = int(augment.get("pca_samples", 0) or 0)
+    pca = (f"{count} PCA-augmented samples ({augment.get('pca_sampler', 'kde')} sampler, "
+           f"{100 * float(augment.get('pca_variance', 0.95)):.0f}% of the variance) added to "
+           "the training subjects" if count else "no PCA augmentation")
+    spatial = (f"random rotation up to {augment.get('rotation_deg', 0)} degrees and "
+               f"translation up to {augment.get('translation_mm', 0)} mm per training image")
+    return [f"Augmentation: {pca}; {spatial}.", ""]
+
+
 def _fmt(stats: dict) -> str:
     if not stats or not stats.get("n"):
         return "–"
@@ -280,6 +295,7 @@ def write_report(evaluation_dir: str | os.PathLike, *, run_dir: str | os.PathLik
         curves = plot_training_curves(log_path, figures / "training_curves.png")
         if curves is not None:
             lines += ["## Training", "", f"From `{log_path}`.", "",
+                      *_augmentation_lines(log_path.parent / "config.json"),
                       "![training curves](figures/training_curves.png)", ""]
 
     # Meshes coloured by error: best, median, worst.

@@ -637,8 +637,9 @@ def train_model(model: ParticleModel, train_split, val_split, config: dict,
         if state["epochs_done"] <= epoch and on_stage_start is not None:
             on_stage_start(stage, model)
         if is_main:
-            logger.info("stage %d/%d: scales 1-%d (%s particles), %d epochs", stage, len(plan),
-                        active, model.scale_sizes[active - 1], stage_epochs)
+            logger.info("stage %d/%d: scales 1-%d (%s particles), %d epoch%s", stage,
+                        len(plan), active, model.scale_sizes[active - 1], stage_epochs,
+                        "" if stage_epochs == 1 else "s")
         bar = tqdm(total=stage_epochs, desc=f"stage {stage}/{len(plan)}", unit="epoch",
                    disable=not (progress and is_main), leave=True)
         for epoch_in_stage in range(stage_epochs):

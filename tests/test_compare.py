@@ -303,3 +303,13 @@ def test_the_report_says_what_a_small_budget_changed(compared):
     with open(out / "compare.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert all(row["parameters_mean"].isdigit() for row in rows)
+
+
+def test_pca_samples_that_cannot_fit_are_refused_before_any_run(compared, tmp_path):
+    path, config, _, _ = compared
+    settings = {**json.loads(config.read_text())}
+    settings["augment"] = {**settings.get("augment", {}), "pca_samples": 10 ** 9}
+    with pytest.raises(ConfigError, match="augment.pca_samples 1000000000"):
+        compare(path, "progressive", seeds=1, config=settings, out_dir=tmp_path / "c",
+                epochs=1, progress=False)
+    assert not (tmp_path / "c").exists()

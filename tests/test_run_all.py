@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from shapeworks_progressive.cli import main
+from shapeworks_progressive.config import default_config
 from shapeworks_progressive.project import Project
 
 from test_predict import TINY_CONFIG, make_consistent_project
@@ -49,6 +50,9 @@ def test_run_trains_predicts_evaluates_and_prints_the_table(tmp_path, capsys):
     assert float(finest["floor_surface_mean_mm"]) < 0.5
     report = (run_dir / "evaluation" / "report.md").read_text()
     assert "## Error per scale" in report
+    augment = {**default_config()["augment"], **TINY_CONFIG.get("augment", {})}
+    assert (f"Augmentation: no PCA augmentation; random rotation up to "
+            f"{augment['rotation_deg']} degrees") in report
     summary = json.loads((run_dir / "run_summary.json").read_text())
     assert summary["finest"]["particle_rmse_mm"] == pytest.approx(
         float(finest["particle_rmse_mm"]), abs=1e-5)

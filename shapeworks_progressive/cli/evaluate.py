@@ -71,8 +71,8 @@ def run(args) -> int:
     project = Project.load(args.project)
     result = evaluate_run(project, args.predictions, args.out, method=args.warp_method,
                           progress=True)
-    print(f"evaluated {result.summary['n_subjects']} subject(s); all values in mm, world "
-          "frame, mean over subjects")
+    print(f"evaluated {result.summary['n_subjects']} subject(s); all values in mm, measured "
+          "in each subject's own image frame, mean over subjects")
     print(format_summary(result.summary))
     print(f"table: {result.csv_path}")
     print(f"summary: {result.summary_path}")
