@@ -106,10 +106,9 @@ from .config import default_config
 from .errors import ConfigError
 from .fileio import atomic_path, atomic_write_text, json_safe
 
-__all__ = ["MODELS", "METRICS", "parse_models", "parse_seeds", "epoch_plan", "variant_config", "compare",
-           "aggregate", "check_targets", "format_markdown", "machine_info", "source_version",
-           "CompareResult",
-           "SPEC_NAME", "TRAIN_NAME", "EVAL_NAME"]
+__all__ = ["MODELS", "METRICS", "parse_models", "parse_seeds", "epoch_plan", "variant_config",
+           "compare", "aggregate", "check_targets", "format_markdown", "machine_info",
+           "source_version", "CompareResult", "SPEC_NAME", "TRAIN_NAME", "EVAL_NAME"]
 
 logger = logging.getLogger("shapeworks_progressive.compare")
 

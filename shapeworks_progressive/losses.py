@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-__all__ = ["particle_loss", "surface_loss", "deep_supervision_loss", "dice_loss", "segmentation_loss",
-           "point_rmse", "LossTerms", "compute_loss", "scale_loss_weights"]
+__all__ = ["particle_loss", "surface_loss", "deep_supervision_loss", "dice_loss",
+           "segmentation_loss", "point_rmse", "LossTerms", "compute_loss", "scale_loss_weights"]
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
