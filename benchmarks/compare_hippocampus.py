@@ -72,6 +72,14 @@ def git_state() -> dict:
             "tracked_files_changed": None if changed is None else len(changed.splitlines())}
 
 
+def results_stem(project: Path) -> str:
+    """How result files start: ``hippocampus`` for the default project, else its stem.
+
+    So a run on another project never writes over the committed hippocampus results.
+    """
+    return "hippocampus" if project.resolve() == DEFAULT_PROJECT.resolve() else project.stem
+
+
 def trained_at(runs: list[dict]) -> str:
     """Which commits trained the runs, e.g. "`abc1234` (6), not recorded (3)"."""
     counts: dict[str, int] = {}
@@ -125,8 +133,7 @@ def main(argv=None) -> int:
     suffix = "_smoke" if smoke else ("" if epochs == DEFAULT_EPOCHS else f"_{epochs}ep")
     if args.pca_samples:
         suffix += f"_pca{args.pca_samples}"
-    stem = "hippocampus" if project == DEFAULT_PROJECT.resolve() else project.stem
-    name = f"{stem}_compare{suffix}"
+    name = f"{results_stem(project)}_compare{suffix}"
     config = {"run": {"num_threads": int(args.threads), "device": args.device}}
     if args.pca_samples:
         config["augment"] = {"pca_samples": int(args.pca_samples), "pca_sampler": "kde"}

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compare_hippocampus import DEFAULT_PROJECT, RESULTS, git_state
+from compare_hippocampus import DEFAULT_PROJECT, RESULTS, git_state, results_stem
 
 # The compare run whose test registrations are used, relative to the project's folder
 DEFAULT_REGISTRATIONS = Path("progressive_runs") / "compare_benchmark" / "progressive" / "seed0"
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
         "| Hausdorff (mm) |",
         "|---|---|---|---|---|", *rows, "",
     ]
-    stem = "hippocampus" if project_path == DEFAULT_PROJECT.resolve() else project_path.stem
+    stem = results_stem(project_path)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}_mean_shape.md").write_text("\n".join(lines), encoding="utf-8")
     (RESULTS / f"{stem}_mean_shape.json").write_text(json.dumps(

@@ -628,12 +628,12 @@ def settings_from_config(config: dict) -> AugmentationSettings | None:
     trained with one seed sees the same generated samples.
     """
     augment = config["augment"]
-    count = int(augment.get("pca_samples", 0) or 0)
+    count = int(augment["pca_samples"])
     if count < 1:
         return None
-    return AugmentationSettings(count=count, sampler=str(augment.get("pca_sampler", "kde")),
+    return AugmentationSettings(count=count, sampler=str(augment["pca_sampler"]),
                                 seed=int(config["run"]["seed"]),
-                                variance_fraction=float(augment.get("pca_variance", 0.95)))
+                                variance_fraction=float(augment["pca_variance"]))
 
 
 def _physical_memory_bytes() -> int | None:
@@ -694,7 +694,7 @@ def augment_from_config(data: Any, config: dict, cache_dir: str | os.PathLike
     if settings is None:
         return None
     check_sample_memory(settings.count, data)
-    workers = config["run"].get("num_workers") or os.cpu_count() or 1
+    workers = config["run"]["num_workers"] or os.cpu_count() or 1
     augmented = augment_prepared_data(data, cache_dir, settings, workers=int(workers))
     logger.info("training on %d subjects plus %d PCA-augmented samples (%s sampler, %d modes)",
                 len(data.split("train")), len(augmented), settings.sampler,

@@ -102,7 +102,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import default_config
+from .config import RUN_ONLY_SETTINGS, default_config, with_defaults
 from .errors import ConfigError
 from .fileio import atomic_path, atomic_write_text, json_safe
 
@@ -142,8 +142,6 @@ SPEC_NAME = "compare_spec.json"
 TRAIN_NAME = "compare_train.json"
 EVAL_NAME = "compare_eval.json"
 _RUNS_FOLDER = "progressive_runs"
-# Spec keys that may change without retraining (like the trainer's resumable changes)
-_FREE_RUN_KEYS = ("device", "num_threads", "num_workers")
 
 
 # ------------------------------------------------------------------------- choices
@@ -465,12 +463,9 @@ def _identity(spec: dict) -> dict:
     """
     same = json.loads(json.dumps(json_safe({k: v for k, v in spec.items()
                                              if k not in ("resume", "isolated", "run_dir")})))
-    config = default_config()
-    for section, values in (same.get("config") or {}).items():
-        config.setdefault(section, {}).update(values)
-    same["config"] = config
-    for key in _FREE_RUN_KEYS:
-        same["config"]["run"].pop(key, None)
+    same["config"] = with_defaults(same.get("config"))
+    for section, key in RUN_ONLY_SETTINGS:
+        same["config"][section].pop(key, None)
     return same
 
 
@@ -541,13 +536,12 @@ def _identity_difference(saved: dict | None, spec: dict, most: int = 3) -> str:
     return "; ".join(words) or "unreadable spec"
 
 
-def _prepare_run_dir(spec: dict) -> str:
-    """Decide ``reuse``, ``resume`` or ``new`` for a run folder (clearing a changed one).
+def _prepare_run_dir(spec: dict, state: str) -> str:
+    """``reuse``, ``resume`` or ``new`` for a run folder in ``state`` (:func:`_run_state`).
 
-    A changed run is only cleared when :func:`compare` was asked to retrain it.
+    A changed run is cleared (only reached when :func:`compare` was asked to retrain it).
     """
     run_dir = Path(spec["run_dir"])
-    state = _run_state(spec)
     if state in ("reuse", "resume"):
         return state
     if state == "changed":
@@ -559,16 +553,11 @@ def _prepare_run_dir(spec: dict) -> str:
 
 def _check_devices(train_device: str, predict_device: str) -> None:
     """Fail before any work when the training or prediction device cannot be used."""
-    from .errors import DeviceError
     from .training import select_device
 
     select_device(train_device)
     if predict_device != train_device:
-        try:
-            select_device(predict_device)
-        except DeviceError as err:
-            raise DeviceError(f"--predict-device {predict_device!r}: {err}".replace(
-                "set run.device to", "use --predict-device")) from None
+        select_device(predict_device, setting="--predict-device")
 
 
 def _checkpoint_signature(path: Path) -> list:
@@ -819,14 +808,14 @@ def _plan_caveat(model: str, plan: dict, scale_sizes: list) -> str:
 def _changed_settings(config: dict) -> list[tuple[str, str]]:
     """``(section.key, JSON value)`` of every setting that differs from the defaults.
 
-    Device and thread counts are left out: they do not change what a run learns.
+    :data:`~shapeworks_progressive.config.RUN_ONLY_SETTINGS` are left out: they do not
+    change what a run learns.
     """
     defaults = default_config()
     changed = []
     for section, values in config.items():
         for key, value in values.items():
-            if (section, key) in (("run", "device"), ("run", "num_threads"),
-                                  ("run", "num_workers")):
+            if (section, key) in RUN_ONLY_SETTINGS:
                 continue
             if defaults.get(section, {}).get(key) != value:
                 changed.append((f"{section}.{key}", json.dumps(value)))
@@ -998,7 +987,7 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
     """
     from .augmentation import check_sample_memory, settings_from_config
     from .config import load_config, total_epochs
-    from .dataset import prepare_dataset
+    from .dataset import image_problem, prepare_dataset
     from .project import Project
     from .validation import warn_if_invalid
 
@@ -1028,12 +1017,9 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
                         f"{len(train_names)}: {', '.join(train_names) or 'none'}")
     for split in ("train", "val", "test"):
         for subject in project.subjects_in_split(split):
-            if subject.image is None:
-                problems.append(f"subject {subject.name!r} ({split}) has no image column "
-                                "(image_<name>); every model learns from the images")
-            elif not Path(subject.image).is_file():
-                problems.append(f"subject {subject.name!r} ({split}): image file not found: "
-                                f"{subject.image}")
+            problem = image_problem(subject, f"subject {subject.name!r} ({split})")
+            if problem is not None:
+                problems.append(problem)
     if problems:  # all at once, so one run shows the user everything to fix
         raise ConfigError(problems)
     out_dir = Path(os.path.abspath(os.fspath(
@@ -1084,7 +1070,8 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
                           "data": data_settings, "data_cache": data.cache_path and
                           Path(data.cache_path).name, "run_dir": str(run_dir),
                           "isolated": isolate})
-    changed = [spec for spec in specs if _run_state(spec) == "changed"]
+    states = [_run_state(spec) for spec in specs]
+    changed = [spec for spec, state in zip(specs, states) if state == "changed"]
     if changed and not retrain_changed:
         raise ConfigError(
             [f"{spec['run_dir']} holds a run trained with other settings ("
@@ -1096,9 +1083,9 @@ def compare(project, models: str | list[str], *, seeds: int | str | dict = 3,
     # Train (or reuse), predict and evaluate every run
     runs: list[dict] = []
     trained: list[str] = []
-    for spec in specs:
+    for spec, state in zip(specs, states):
         name, seed, run_dir = spec["model"], spec["seed"], Path(spec["run_dir"])
-        state = _prepare_run_dir(spec)
+        state = _prepare_run_dir(spec, state)
         if state == "reuse":
             logger.info("%s seed %d: reusing the finished run in %s", name, seed, run_dir)
             record = _read_json(run_dir / TRAIN_NAME)

@@ -64,8 +64,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULTS", "default_config", "load_config", "validate_config", "stage_plan",
-           "total_epochs"]
+__all__ = ["DEFAULTS", "RUN_ONLY_SETTINGS", "default_config", "with_defaults", "load_config",
+           "validate_config", "stage_plan", "total_epochs"]
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"spacing": 1.5, "padding_mm": 10.0, "scales": None},
@@ -108,9 +108,27 @@ _BOOL = {("model", "segmentation"), ("schedule", "progressive"), ("run", "amp"),
          ("model", "pose"), ("model", "seg_features")}
 
 
+# Settings that change where and how fast a run trains, never what it learns: a run may
+# be resumed or reused with other values of these.
+RUN_ONLY_SETTINGS = frozenset({("run", "device"), ("run", "num_threads"),
+                               ("run", "num_workers")})
+
+
 def default_config() -> dict[str, dict[str, Any]]:
     """A deep copy of :data:`DEFAULTS`."""
     return copy.deepcopy(DEFAULTS)
+
+
+def with_defaults(saved: dict) -> dict[str, dict[str, Any]]:
+    """A config saved by a run (maybe before some settings existed) over today's defaults.
+
+    Nothing is checked: a setting the saved config lacks takes its default, so an older
+    run compares equal to a new config that leaves that setting alone.
+    """
+    complete = default_config()
+    for section, values in (saved or {}).items():
+        complete.setdefault(section, {}).update(copy.deepcopy(values))
+    return complete
 
 
 def _hint(name: str, options) -> str:

@@ -61,6 +61,7 @@ __all__ = [
     "SplitData",
     "PreparedData",
     "prepare_dataset",
+    "image_problem",
     "prepare_prediction_image",
     "reference_images",
     "registration_particle_error",
@@ -186,6 +187,18 @@ def _collect_subjects(project) -> dict:
     return out
 
 
+def image_problem(subject, where: str) -> str | None:
+    """What is wrong with a subject's image entry (none, or a missing file), or None.
+
+    ``where`` names the subject in the message, e.g. ``"subject 'a' (row 0, train)"``.
+    """
+    if subject.image is None:
+        return f"{where} has no image column (image_<name>)"
+    if not Path(subject.image).is_file():
+        return f"{where}: image file not found: {subject.image}"
+    return None
+
+
 def _check_inputs(project, subjects: dict) -> dict:
     """Check files and particle counts of every subject; all problems at once.
 
@@ -204,11 +217,9 @@ def _check_inputs(project, subjects: dict) -> dict:
     for split, members in subjects.items():
         for index, subject in members:
             where = f"subject {subject.name!r} (row {index}, {split})"
-            image = subject.image
-            if image is None:
-                problems.append(f"{where} has no image column (image_<name>)")
-            elif not Path(image).is_file():
-                problems.append(f"{where}: image file not found: {image}")
+            problem = image_problem(subject, where)
+            if problem is not None:
+                problems.append(problem)
             shape = _shape_path(subject)
             if shape is None:
                 problems.append(f"{where} has no shape or groomed file for the "

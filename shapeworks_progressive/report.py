@@ -207,16 +207,18 @@ def _find_train_log(run_dir: Path | None) -> Path | None:
 
 def _augmentation_lines(config_path: Path) -> list[str]:
     """One line on the run's augmentation (from its ``config.json``), or none without one."""
+    from .config import with_defaults
+
     try:
-        augment = json.loads(config_path.read_text(encoding="utf-8")).get("augment", {})
-    except (OSError, json.JSONDecodeError, AttributeError):
+        augment = with_defaults(json.loads(config_path.read_text(encoding="utf-8")))["augment"]
+    except (OSError, json.JSONDecodeError, AttributeError, TypeError):
         return []
-    count = int(augment.get("pca_samples", 0) or 0)
-    pca = (f"{count} PCA-augmented samples ({augment.get('pca_sampler', 'kde')} sampler, "
-           f"{100 * float(augment.get('pca_variance', 0.95)):.0f}% of the variance) added to "
-           "the training subjects" if count else "no PCA augmentation")
-    spatial = (f"random rotation up to {augment.get('rotation_deg', 0)} degrees and "
-               f"translation up to {augment.get('translation_mm', 0)} mm per training image")
+    count = int(augment["pca_samples"] or 0)
+    pca = (f"{count} PCA-augmented samples ({augment['pca_sampler']} sampler, "
+           f"{100 * float(augment['pca_variance']):.0f}% of the variance) added to the "
+           "training subjects" if count else "no PCA augmentation")
+    spatial = (f"random rotation up to {augment['rotation_deg']} degrees and translation up "
+               f"to {augment['translation_mm']} mm per training image")
     return [f"Augmentation: {pca}; {spatial}.", ""]
 
 

@@ -69,13 +69,11 @@ CURVES_NAME = "training_curves.png"
 BEST_NAME = "best.pt"
 LAST_NAME = "last.pt"
 
-# Config keys that may differ between a run and its resume
-_RESUMABLE_CHANGES = {("run", "device"), ("run", "num_threads"), ("run", "num_workers")}
-
 
 # -- devices and processes -------------------------------------------------------------
 
-def select_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
+def select_device(name: str = "auto", *, local_rank: int = 0,
+                  setting: str = "run.device (or --device)") -> torch.device:
     """The device to train on, after a tiny probe of any GPU.
 
     Parameters
@@ -85,6 +83,8 @@ def select_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
         never a silent fallback (ask for ``"cpu"`` to use the CPU).
     local_rank : int
         GPU index of this process (``LOCAL_RANK`` under torchrun).
+    setting : str
+        What the user set ``name`` with, as the messages name it.
 
     Raises
     ------
@@ -94,12 +94,12 @@ def select_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     if name not in ("auto", "cuda"):
-        raise ConfigError(f"run.device must be 'auto', 'cpu' or 'cuda'; got {name!r}")
+        raise ConfigError(f"{setting} must be 'auto', 'cpu' or 'cuda'; got {name!r}")
     if not torch.cuda.is_available():
         if name == "cuda":
-            raise DeviceError("run.device is 'cuda' but torch sees no usable CUDA GPU "
+            raise DeviceError(f"{setting} is 'cuda' but torch sees no usable CUDA GPU "
                               f"(torch {torch.__version__}, CUDA build "
-                              f"{torch.version.cuda}); set run.device to 'cpu' or 'auto'")
+                              f"{torch.version.cuda}); set it to 'cpu' or 'auto'")
         return torch.device("cpu")
     index = local_rank % torch.cuda.device_count()
     device = torch.device("cuda", index)
@@ -115,7 +115,7 @@ def select_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
     except Exception as err:
         message = (f"the GPU {gpu_name!r} (cuda:{index}) is not usable with torch "
                    f"{torch.__version__} (CUDA {torch.version.cuda}): {err}. Install a torch "
-                   "build that supports this GPU, or set run.device (or --device) to 'cpu'")
+                   f"build that supports this GPU, or set {setting} to 'cpu'")
         raise DeviceError(message) from err
     return device
 
@@ -480,16 +480,13 @@ def check_resume_config(saved: dict, config: dict, path: Path) -> None:
     Keys the saved config lacks (settings added since it was written) count as their
     defaults; device, thread and worker counts may change.
     """
-    from .config import default_config
+    from .config import RUN_ONLY_SETTINGS, with_defaults
 
-    complete = default_config()
-    for section, values in saved.items():
-        complete.setdefault(section, {}).update(values)
-    saved = complete
+    saved = with_defaults(saved)
     problems = []
     for section, values in config.items():
         for key, value in values.items():
-            if (section, key) in _RESUMABLE_CHANGES:
+            if (section, key) in RUN_ONLY_SETTINGS:
                 continue
             old = saved.get(section, {}).get(key)
             if old != value:

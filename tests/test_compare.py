@@ -284,12 +284,12 @@ def test_a_bad_out_or_device_is_an_error_before_any_work(compared, tmp_path, cap
     status = main(["compare", str(path), "--models", "progressive", "--seeds", "1",
                    "--config", str(config), "--out", str(tmp_path / "c"), "--device", "cuda"])
     err = capsys.readouterr().err
-    assert status == 2 and "run.device is 'cuda'" in err and "Traceback" not in err
+    assert status == 2 and "--device) is 'cuda'" in err and "Traceback" not in err
     status = main(["compare", str(path), "--models", "progressive", "--seeds", "1",
                    "--config", str(config), "--out", str(tmp_path / "c"),
                    "--predict-device", "cuda"])
     err = capsys.readouterr().err
-    assert status == 2 and "--predict-device 'cuda'" in err
+    assert status == 2 and "--predict-device is 'cuda'" in err
     assert not (tmp_path / "c").exists()
 
 

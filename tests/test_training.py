@@ -217,7 +217,7 @@ def test_device_selection_without_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     assert select_device("auto").type == "cpu"
-    with pytest.raises(DeviceError, match="set run.device to 'cpu'"):
+    with pytest.raises(DeviceError, match=r"run.device \(or --device\) is 'cuda'"):
         select_device("cuda")
 
 

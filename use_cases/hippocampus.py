@@ -26,7 +26,7 @@ ones. Later steps (train, predict, evaluate) are appended to ``STEPS``.
 Usage::
 
     python use_cases/hippocampus.py            # all 220 subjects
-    python use_cases/hippocampus.py --tiny     # 12 subjects into output/hippocampus_tiny, seconds
+    python use_cases/hippocampus.py --tiny     # 12 subjects, output/hippocampus_tiny/
 """
 
 from __future__ import annotations
@@ -545,8 +545,9 @@ STEPS: list[Callable[[Context], None]] = [
 # Sized for this 2-core CPU machine: the default demo (154 training subjects, 1.5 mm grid,
 # about 9.5 s per epoch on an idle machine) trains 72 epochs in about 11 minutes, so that
 # preparation, training, prediction and evaluation take about 15 minutes on a clean clone;
-# --tiny trains 10 small epochs in seconds. The model and augmentation settings are the package
-# defaults, written out so the run folder's name (a digest of this config) changes with them.
+# --tiny trains 10 small epochs in seconds. The model and augmentation settings are the
+# package defaults, written out so the run folder's name (a digest of this config) changes
+# with them.
 RUN_CONFIG = {
     "data": {"spacing": 1.5, "padding_mm": 10.0, "scales": None},
     "model": {"shape_modes": 20, "pose": True},
